@@ -1,0 +1,84 @@
+package gemm
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"gonum.org/v1/gonum/blas"
+	gonumblas "gonum.org/v1/gonum/blas/gonum"
+)
+
+// benchShapes are the score networks' products: the U-Net's im2col
+// convolutions (forward, weight gradient, input gradient) and the MLP's layers.
+var benchShapes = []struct {
+	name           string
+	transA, transB bool
+	m, n, k        int
+}{
+	{"fwd/stem/32x6272x9", false, false, 32, 6272, 9},
+	{"fwd/28px/32x6272x288", false, false, 32, 6272, 288},
+	{"fwd/up28/32x6272x864", false, false, 32, 6272, 864},
+	{"fwd/14px/64x3136x576", false, false, 64, 3136, 576},
+	{"fwd/up14/64x3136x1728", false, false, 64, 3136, 1728},
+	{"fwd/7px/128x3136x1152", false, false, 128, 3136, 1152},
+	{"wgrad/28px/32x288x6272", false, true, 32, 288, 6272},
+	{"wgrad/14px/64x576x3136", false, true, 64, 576, 3136},
+	{"wgrad/7px/128x1152x3136", false, true, 128, 1152, 3136},
+	{"igrad/28px/288x6272x32", true, false, 288, 6272, 32},
+	{"igrad/14px/576x3136x64", true, false, 576, 3136, 64},
+	{"igrad/7px/1152x3136x128", true, false, 1152, 3136, 128},
+	{"mlp/in/512x128x3", false, true, 512, 128, 3},
+	{"mlp/hidden/512x128x128", false, true, 512, 128, 128},
+	{"mlp/wgrad/128x128x512", true, false, 128, 128, 512},
+	{"mlp/igrad/512x128x128", false, false, 512, 128, 128},
+}
+
+func BenchmarkSgemm(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	procs := runtime.GOMAXPROCS(0)
+	for _, s := range benchShapes {
+		ar, ac := s.m, s.k
+		if s.transA {
+			ar, ac = s.k, s.m
+		}
+		br, bc := s.k, s.n
+		if s.transB {
+			br, bc = s.n, s.k
+		}
+		a, bm, c := randMat(r, ar, ac, ac), randMat(r, br, bc, bc), make([]float32, s.m*s.n)
+		flop := 2 * float64(s.m) * float64(s.n) * float64(s.k)
+		report := func(b *testing.B) {
+			b.ReportMetric(flop*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		}
+		run := func(name string, f func()) {
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					f()
+				}
+				report(b)
+			})
+		}
+		run(fmt.Sprintf("%s/%s/procs=%d", s.name, defaultKernel.name, procs), func() {
+			sgemm(defaultKernel, procs, s.transA, s.transB, s.m, s.n, s.k, 1, a, ac, bm, bc, 0, c, s.n)
+		})
+		if procs > 1 {
+			run(fmt.Sprintf("%s/%s/procs=1", s.name, defaultKernel.name), func() {
+				sgemm(defaultKernel, 1, s.transA, s.transB, s.m, s.n, s.k, 1, a, ac, bm, bc, 0, c, s.n)
+			})
+		}
+		run(s.name+"/gonum", func() {
+			var impl gonumblas.Implementation
+			impl.Sgemm(blasTrans(s.transA), blasTrans(s.transB), s.m, s.n, s.k, 1, a, ac, bm, bc, 0, c, s.n)
+		})
+	}
+}
+
+func blasTrans(t bool) blas.Transpose {
+	if t {
+		return blas.Trans
+	}
+	return blas.NoTrans
+}

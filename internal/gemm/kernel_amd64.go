@@ -1,0 +1,57 @@
+package gemm
+
+// Implemented in kernel_amd64.s.
+
+func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+func xgetbv() (eax, edx uint32)
+
+//go:noescape
+func kern4x24(kc int, a, b, c *float32, ldc int, beta float32, load bool)
+
+// avx2Kernel needs AVX2 and FMA. 4×24 keeps twelve ymm accumulators, three
+// B vectors and one broadcast A element in the sixteen ymm registers, and its
+// 4 rows divide the networks' channel counts (32, 64, 128) exactly.
+var avx2Kernel = &kernel{
+	name: "avx2",
+	mr:   4, nr: 24,
+	kc: 256, mc: 128, nc: 24 * 170,
+	micro: func(kc int, a, b, c []float32, ldc int, beta float32) {
+		_, _, _ = a[4*kc-1], b[24*kc-1], c[3*ldc+23] // the kernel reads and writes this far
+		kern4x24(kc, &a[0], &b[0], &c[0], ldc, beta, beta != 0)
+	},
+}
+
+var defaultKernel = pickKernel()
+
+// hasAVX2FMA reports whether the CPU and OS support AVX2 and FMA.
+func hasAVX2FMA() bool {
+	maxID, _, _, _ := cpuid(0, 0)
+	if maxID < 7 {
+		return false
+	}
+	_, _, ecx1, _ := cpuid(1, 0)
+	const fma, osxsave, avx = 1 << 12, 1 << 27, 1 << 28
+	if ecx1&(fma|osxsave|avx) != fma|osxsave|avx {
+		return false
+	}
+	if xcr0, _ := xgetbv(); xcr0&0x6 != 0x6 { // OS saves XMM and YMM state
+		return false
+	}
+	_, ebx7, _, _ := cpuid(7, 0)
+	return ebx7&(1<<5) != 0
+}
+
+func pickKernel() *kernel {
+	if hasAVX2FMA() {
+		return avx2Kernel
+	}
+	return genericKernel
+}
+
+// archKernels lists the assembly kernels this CPU can run.
+func archKernels() []*kernel {
+	if hasAVX2FMA() {
+		return []*kernel{avx2Kernel}
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+#include "textflag.h"
+
+// func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
+TEXT ·cpuid(SB), NOSPLIT, $0-24
+	MOVL eaxArg+0(FP), AX
+	MOVL ecxArg+4(FP), CX
+	CPUID
+	MOVL AX, eax+8(FP)
+	MOVL BX, ebx+12(FP)
+	MOVL CX, ecx+16(FP)
+	MOVL DX, edx+20(FP)
+	RET
+
+// func xgetbv() (eax, edx uint32)
+TEXT ·xgetbv(SB), NOSPLIT, $0-8
+	MOVL $0, CX
+	XGETBV
+	MOVL AX, eax+0(FP)
+	MOVL DX, edx+4(FP)
+	RET
+
+// One step of the 4×24 AVX2 kernel: three ymm of B times four broadcast
+// elements of A into twelve accumulators Y0–Y11.
+#define STEP4x24(aoff, boff) \
+	VMOVUPS boff(DI), Y12; \
+	VMOVUPS boff+32(DI), Y13; \
+	VMOVUPS boff+64(DI), Y14; \
+	VBROADCASTSS aoff(SI), Y15; \
+	VFMADD231PS Y12, Y15, Y0; \
+	VFMADD231PS Y13, Y15, Y1; \
+	VFMADD231PS Y14, Y15, Y2; \
+	VBROADCASTSS aoff+4(SI), Y15; \
+	VFMADD231PS Y12, Y15, Y3; \
+	VFMADD231PS Y13, Y15, Y4; \
+	VFMADD231PS Y14, Y15, Y5; \
+	VBROADCASTSS aoff+8(SI), Y15; \
+	VFMADD231PS Y12, Y15, Y6; \
+	VFMADD231PS Y13, Y15, Y7; \
+	VFMADD231PS Y14, Y15, Y8; \
+	VBROADCASTSS aoff+12(SI), Y15; \
+	VFMADD231PS Y12, Y15, Y9; \
+	VFMADD231PS Y13, Y15, Y10; \
+	VFMADD231PS Y14, Y15, Y11
+
+// func kern4x24(kc int, a, b, c *float32, ldc int, beta float32, load bool)
+// c[0:4][0:24] = a·b (+ beta·c when load), a packed 4 per step, b 24 per step.
+TEXT ·kern4x24(SB), NOSPLIT, $0-45
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	LEAQ (DX)(R8*2), R9 // row 2
+
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+	PREFETCHT0 (DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 (DX)(R8*1)
+	PREFETCHT0 64(DX)(R8*1)
+	PREFETCHT0 (R9)
+	PREFETCHT0 64(R9)
+	PREFETCHT0 (R9)(R8*1)
+	PREFETCHT0 64(R9)(R8*1)
+
+	CMPQ CX, $4
+	JLT  tail
+
+loop4:
+	STEP4x24(0, 0)
+	STEP4x24(16, 96)
+	STEP4x24(32, 192)
+	STEP4x24(48, 288)
+	ADDQ $64, SI
+	ADDQ $384, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE  loop4
+
+tail:
+	TESTQ CX, CX
+	JEQ   store
+
+loop1:
+	STEP4x24(0, 0)
+	ADDQ $16, SI
+	ADDQ $96, DI
+	DECQ CX
+	JNE  loop1
+
+store:
+	MOVBLZX load+44(FP), AX
+	TESTL   AX, AX
+	JEQ     store0
+	VBROADCASTSS beta+40(FP), Y15
+	VFMADD231PS (DX), Y15, Y0
+	VFMADD231PS 32(DX), Y15, Y1
+	VFMADD231PS 64(DX), Y15, Y2
+	VFMADD231PS (DX)(R8*1), Y15, Y3
+	VFMADD231PS 32(DX)(R8*1), Y15, Y4
+	VFMADD231PS 64(DX)(R8*1), Y15, Y5
+	VFMADD231PS (R9), Y15, Y6
+	VFMADD231PS 32(R9), Y15, Y7
+	VFMADD231PS 64(R9), Y15, Y8
+	VFMADD231PS (R9)(R8*1), Y15, Y9
+	VFMADD231PS 32(R9)(R8*1), Y15, Y10
+	VFMADD231PS 64(R9)(R8*1), Y15, Y11
+
+store0:
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, 64(DX)
+	VMOVUPS Y3, (DX)(R8*1)
+	VMOVUPS Y4, 32(DX)(R8*1)
+	VMOVUPS Y5, 64(DX)(R8*1)
+	VMOVUPS Y6, (R9)
+	VMOVUPS Y7, 32(R9)
+	VMOVUPS Y8, 64(R9)
+	VMOVUPS Y9, (R9)(R8*1)
+	VMOVUPS Y10, 32(R9)(R8*1)
+	VMOVUPS Y11, 64(R9)(R8*1)
+	VZEROUPPER
+	RET

@@ -1,0 +1,230 @@
+package gemm
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// kernel is a register-blocked micro-kernel and the cache blocking tuned for it.
+type kernel struct {
+	name   string
+	mr, nr int // register tile: mr rows of A × nr columns of B
+	kc     int // depth of one packed block (A micro-panel + B micro-panel fit L1)
+	mc     int // rows of A packed per block (fits L2); multiple of mr
+	nc     int // columns of B packed per block; multiple of nr
+	// micro computes the mr×nr tile c = a·b + beta·c over kc steps, from an
+	// A micro-panel (mr values per step) and a B micro-panel (nr per step).
+	// c is not read when beta == 0.
+	micro func(kc int, a, b, c []float32, ldc int, beta float32)
+}
+
+// parallelMin is the number of multiply-adds below which a call stays on one
+// goroutine: starting and joining a goroutine costs a few microseconds, as much
+// as ~300k multiply-adds at the kernels' speed.
+const parallelMin = 1 << 18
+
+// sgemm is Sgemm with an explicit kernel and goroutine count, so that tests can
+// exercise every implementation on any machine.
+func sgemm(kern *kernel, threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	checkArgs(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 || alpha == 0 {
+		scale(m, n, beta, c, ldc)
+		return
+	}
+	p := problem{transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+		a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc}
+
+	mt := (m + kern.mr - 1) / kern.mr // tiles along each dimension
+	nt := (n + kern.nr - 1) / kern.nr
+	parts := 1
+	if threads > 1 && m*n*k >= parallelMin {
+		parts = min(threads, max(mt, nt))
+	}
+	w0 := getWorker(kern)
+	if parts == 1 {
+		w0.run(kern, &p, 0, m, 0, n)
+		putWorker(kern, w0)
+		return
+	}
+	// Split the dimension with more tiles into equal runs of whole tiles;
+	// every part packs its own share of the other operand, which is the
+	// smaller one.
+	var ws [maxParts]*worker
+	parts = min(parts, maxParts)
+	splitN := nt >= mt
+	tiles := mt
+	if splitN {
+		tiles = nt
+	}
+	for i := range parts {
+		lo, hi := tiles*i/parts, tiles*(i+1)/parts
+		i0, i1, j0, j1 := 0, m, 0, n
+		if splitN {
+			j0, j1 = lo*kern.nr, min(n, hi*kern.nr)
+		} else {
+			i0, i1 = lo*kern.mr, min(m, hi*kern.mr)
+		}
+		w := w0
+		if i > 0 {
+			w = getWorker(kern)
+		}
+		ws[i] = w
+		w.kern, w.p, w.i0, w.i1, w.j0, w.j1, w.wg = kern, p, i0, i1, j0, j1, &w0.join
+	}
+	w0.join.Add(parts - 1)
+	for _, w := range ws[1:parts] {
+		go w.fn()
+	}
+	w0.run(kern, &p, w0.i0, w0.i1, w0.j0, w0.j1)
+	w0.join.Wait()
+	for _, w := range ws[:parts] {
+		w.p = problem{}
+		w.wg = nil
+		putWorker(kern, w)
+	}
+}
+
+// maxParts bounds the goroutines one call uses, so their workers fit an array
+// on the stack.
+const maxParts = 64
+
+// problem is one Sgemm call's arguments.
+type problem struct {
+	transA, transB bool
+	m, n, k        int
+	alpha          float32
+	a              []float32
+	lda            int
+	b              []float32
+	ldb            int
+	beta           float32
+	c              []float32
+	ldc            int
+}
+
+// worker owns the packing buffers of one goroutine. Workers are pooled so that
+// calls allocate nothing in steady state.
+type worker struct {
+	abuf, bbuf []float32
+	tile       []float32 // mr×nr scratch for edge tiles
+
+	// A part to compute on another goroutine; fn is bound once at creation
+	// so that starting it allocates nothing.
+	kern           *kernel
+	p              problem
+	i0, i1, j0, j1 int
+	wg             *sync.WaitGroup
+	fn             func()
+	join           sync.WaitGroup // used when this worker leads a call
+}
+
+var pools sync.Map // *kernel → *sync.Pool of *worker
+
+func getWorker(kern *kernel) *worker {
+	pl, ok := pools.Load(kern)
+	if !ok {
+		pl, _ = pools.LoadOrStore(kern, &sync.Pool{})
+	}
+	if w, ok := pl.(*sync.Pool).Get().(*worker); ok {
+		return w
+	}
+	w := &worker{
+		abuf: alignedFloats(kern.mc * kern.kc),
+		bbuf: alignedFloats(kern.kc * kern.nc),
+		tile: alignedFloats(kern.mr * kern.nr),
+	}
+	w.fn = func() {
+		w.run(w.kern, &w.p, w.i0, w.i1, w.j0, w.j1)
+		w.wg.Done()
+	}
+	return w
+}
+
+func putWorker(kern *kernel, w *worker) {
+	pl, _ := pools.Load(kern)
+	pl.(*sync.Pool).Put(w)
+}
+
+// alignedFloats returns n float32s starting on a 64-byte cache line.
+func alignedFloats(n int) []float32 {
+	buf := make([]float32, n+16)
+	off := int(uintptr(unsafe.Pointer(&buf[0])) & 63 / 4)
+	if off != 0 {
+		off = 16 - off
+	}
+	return buf[off : off+n : off+n]
+}
+
+// run computes rows [i0,i1) × columns [j0,j1) of C, in the BLIS loop order:
+// B blocks of kc×nc, then A blocks of mc×kc, then nr-wide and mr-tall tiles.
+func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
+	for jc := j0; jc < j1; jc += kern.nc {
+		nb := min(kern.nc, j1-jc)
+		for pc := 0; pc < p.k; pc += kern.kc {
+			kb := min(kern.kc, p.k-pc)
+			packB(kern.nr, p.transB, p.b, p.ldb, pc, jc, kb, nb, w.bbuf)
+			beta := p.beta
+			if pc > 0 {
+				beta = 1 // later blocks accumulate onto the first one's result
+			}
+			for ic := i0; ic < i1; ic += kern.mc {
+				mb := min(kern.mc, i1-ic)
+				packA(kern.mr, p.transA, p.a, p.lda, ic, pc, mb, kb, p.alpha, w.abuf)
+				w.macro(kern, kb, mb, nb, p.c[ic*p.ldc+jc:], p.ldc, beta)
+			}
+		}
+	}
+}
+
+// macro multiplies a packed mb×kb block of A by a packed kb×nb block of B
+// into c, tile by tile; the B micro-panel stays in L1 across the column of tiles.
+func (w *worker) macro(kern *kernel, kb, mb, nb int, c []float32, ldc int, beta float32) {
+	mr, nr := kern.mr, kern.nr
+	for jr := 0; jr < nb; jr += nr {
+		nn := min(nr, nb-jr)
+		bp := w.bbuf[jr*kb : (jr+nr)*kb]
+		for ir := 0; ir < mb; ir += mr {
+			mm := min(mr, mb-ir)
+			ap := w.abuf[ir*kb : (ir+mr)*kb]
+			cp := c[ir*ldc+jr:]
+			if mm == mr && nn == nr {
+				kern.micro(kb, ap, bp, cp, ldc, beta)
+				continue
+			}
+			// Edge tile: the packed panels are zero-padded, so compute the
+			// full tile into scratch and merge only its valid part.
+			kern.micro(kb, ap, bp, w.tile, nr, 0)
+			for i := range mm {
+				row := cp[i*ldc : i*ldc+nn]
+				t := w.tile[i*nr : i*nr+nn]
+				if beta == 0 {
+					copy(row, t)
+					continue
+				}
+				for j := range row {
+					row[j] = beta*row[j] + t[j]
+				}
+			}
+		}
+	}
+}
+
+// scale sets C = beta·C, without reading C when beta == 0.
+func scale(m, n int, beta float32, c []float32, ldc int) {
+	if beta == 1 {
+		return
+	}
+	for i := range m {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
