@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 )
 
@@ -42,19 +43,24 @@ func decodeIDX(r io.Reader, ndims int, limit int64) (dims []int, data []byte, er
 		return nil, nil, fmt.Errorf("read dimensions: %w", noEOF(err))
 	}
 	room := limit - int64(len(magic)+len(raw))
-	total := int64(1)
+	total := uint64(1)
 	dims = make([]int, ndims)
 	for i := range dims {
-		d := int64(binary.BigEndian.Uint32(raw[4*i:]))
+		d := binary.BigEndian.Uint32(raw[4*i:])
 		if d == 0 {
 			return nil, nil, fmt.Errorf("dimension %d is 0", i)
 		}
-		// Checked before multiplying on: total ≤ room keeps the product in range.
-		if total > room/d {
-			return nil, nil, fmt.Errorf("header claims dimensions %v…, more data than the file's %d bytes can hold", dimsOf(raw), limit)
+		hi, lo := bits.Mul64(total, uint64(d))
+		if hi != 0 {
+			return nil, nil, fmt.Errorf("header claims dimensions %v, more than 2^64 bytes", dimsOf(raw))
 		}
-		total *= d
+		total = lo
 		dims[i] = int(d)
+	}
+	// Checked before allocating: the header alone must not decide how much memory we take.
+	if room < 0 || total > uint64(room) {
+		return nil, nil, fmt.Errorf("header %v claims %d bytes of data, but the file has room for at most %d (truncated, or a wrong header)",
+			dims, total, max(room, 0))
 	}
 	data = make([]byte, total)
 	if n, err := io.ReadFull(r, data); err != nil {
@@ -194,8 +200,8 @@ func openMNIST(cfg Config) (train, test *Images, err error) {
 		return nil, nil, err
 	}
 	if test != nil && (test.h != train.h || test.w != train.w) {
-		return nil, nil, fmt.Errorf("data: %s: test images are %d×%d but train images %d×%d",
-			cfg.Name, test.h, test.w, train.h, train.w)
+		return nil, nil, fmt.Errorf("data: %s: in %s, test images are %d×%d but train images %d×%d",
+			cfg.Name, cfg.Path, test.h, test.w, train.h, train.w)
 	}
 	if err := train.truncate(cfg.TrainSize, "train_size"); err != nil {
 		return nil, nil, err
