@@ -19,14 +19,14 @@ type Noise struct {
 }
 
 // Draw fills level, sigma (n) and z (n×dim) for the global positions lo…lo+n−1 of step.
-func (d *Noise) Draw(step int64, lo int, level []int, sigma, z []float32) {
+func (d *Noise) Draw(step uint64, lo int, level []int, sigma, z []float32) {
 	n := len(level)
 	dim := 0
 	if n > 0 {
 		dim = len(z) / n
 	}
 	for b := 0; b < n; b++ {
-		d.rng.Reset(d.Seed, dsmTag, uint64(step), uint64(lo+b))
+		d.rng.Reset(d.Seed, dsmTag, step, uint64(lo+b))
 		i := d.rng.IntN(len(d.Sigmas))
 		level[b], sigma[b] = i, float32(d.Sigmas[i])
 		zb := z[b*dim : (b+1)*dim]
