@@ -116,25 +116,35 @@ func TestOpenCIFARMalformed(t *testing.T) {
 }
 
 func FuzzCIFAR(f *testing.F) {
-	f.Add(cifarBatch(1, 0))
-	f.Add(cifarBatch(2, 8))
-	f.Add(cifarBatch(1, 3)[:100])
-	f.Add(append(cifarBatch(1, 0), 11))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		n, err := cifarRecords(int64(len(b)))
+	f.Add(cifarBatch(1, 0), uint8(1))
+	f.Add(cifarBatch(2, 8), uint8(2))
+	f.Add(cifarBatch(1, 3)[:100], uint8(1))
+	f.Add(append(cifarBatch(1, 0), 11), uint8(2))
+	f.Add([]byte{}, uint8(0))
+	f.Fuzz(func(t *testing.T, b []byte, records uint8) {
+		n := int(records % 4)
+		pix, labels := make([]byte, n*cifarPixels), make([]byte, n)
+		err := decodeCIFAR(bytes.NewReader(b), pix, labels)
+		// The decoder must succeed exactly when the first n records are
+		// complete and carry valid labels.
+		ok := len(b) >= n*cifarRecord
+		for i := 0; ok && i < n; i++ {
+			ok = b[i*cifarRecord] < cifarClasses
+		}
+		if (err == nil) != ok {
+			t.Fatalf("%d records from %d bytes: err = %v, want ok = %v", n, len(b), err, ok)
+		}
 		if err != nil {
 			return
 		}
-		pix, labels := make([]byte, n*cifarPixels), make([]byte, n)
-		if err := decodeCIFAR(bytes.NewReader(b), pix, labels); err != nil {
-			return
-		}
-		// A successful decode keeps every byte in place.
 		for i := range n {
 			rec := b[i*cifarRecord : (i+1)*cifarRecord]
-			if labels[i] != rec[0] || labels[i] >= cifarClasses || !bytes.Equal(pix[i*cifarPixels:(i+1)*cifarPixels], rec[1:]) {
+			if labels[i] != rec[0] || !bytes.Equal(pix[i*cifarPixels:(i+1)*cifarPixels], rec[1:]) {
 				t.Fatalf("record %d decoded differently", i)
 			}
+		}
+		if m, err := cifarRecords(int64(len(b))); err == nil && len(b) == n*cifarRecord && m != n {
+			t.Fatalf("cifarRecords(%d) = %d, want %d", len(b), m, n)
 		}
 	})
 }

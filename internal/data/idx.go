@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/bits"
 	"os"
+	"slices"
 )
 
 // idxUbyte is the IDX element type of unsigned bytes, the only one MNIST uses.
@@ -62,9 +63,9 @@ func decodeIDX(r io.Reader, ndims int, limit int64) (dims []int, data []byte, er
 		return nil, nil, fmt.Errorf("header %v claims %d bytes of data, but the file has room for at most %d (truncated, or a wrong header)",
 			dims, total, max(room, 0))
 	}
-	data = make([]byte, total)
-	if n, err := io.ReadFull(r, data); err != nil {
-		return nil, nil, fmt.Errorf("truncated: header %v claims %d bytes of data, found %d: %w", dims, total, n, noEOF(err))
+	data, err = readN(r, int(total), preallocLimit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("truncated: header %v claims %d bytes of data, found %d: %w", dims, total, len(data), noEOF(err))
 	}
 	// Reading past the end also makes gzip verify its checksum.
 	var one [1]byte
@@ -75,6 +76,29 @@ func decodeIDX(r io.Reader, ndims int, limit int64) (dims []int, data []byte, er
 		return nil, nil, fmt.Errorf("after data: %w", err)
 	}
 	return dims, data, nil
+}
+
+// preallocLimit is how much of a header's claim is allocated before the data
+// arrives. The limit check still lets a small gzip file claim far more than it
+// holds (deflate expands up to 1000×); beyond this the buffer grows only as
+// fast as real bytes come in.
+const preallocLimit = 64 << 20
+
+// readN reads exactly n bytes into one buffer, allocating at most prealloc
+// bytes up front, and returns what it got on error.
+func readN(r io.Reader, n, prealloc int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, max(prealloc, 1)))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(n-len(buf), cap(buf)))
+		}
+		k, err := io.ReadFull(r, buf[len(buf):min(n, cap(buf))])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 func dimsOf(raw []byte) []uint32 {

@@ -300,3 +300,34 @@ func FuzzIDX(f *testing.F) {
 }
 
 func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
+
+func TestReadN(t *testing.T) {
+	tests := []struct {
+		have, n, prealloc int
+		wantErr           bool
+	}{
+		{0, 0, 4, false},
+		{10, 10, 64, false},
+		{10, 10, 3, false},
+		{1000, 1000, 7, false},
+		{1001, 1000, 7, false}, // readN leaves the rest unread
+		{999, 1000, 7, true},
+		{0, 5, 0, true},
+	}
+	for _, tt := range tests {
+		src := pattern(tt.have, 5)
+		got, err := readN(bytes.NewReader(src), tt.n, tt.prealloc)
+		if tt.wantErr {
+			if err == nil {
+				t.Errorf("readN(%d of %d) succeeded", tt.n, tt.have)
+			}
+			if !bytes.Equal(got, src) {
+				t.Errorf("readN(%d of %d) returned %d bytes, want the %d read", tt.n, tt.have, len(got), len(src))
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, src[:tt.n]) {
+			t.Errorf("readN(%d of %d, prealloc %d) = %d bytes, %v", tt.n, tt.have, tt.prealloc, len(got), err)
+		}
+	}
+}
