@@ -261,3 +261,20 @@ func TestDequantize(t *testing.T) {
 		t.Fatal("different keys, same dequantisation")
 	}
 }
+
+func BenchmarkFillSynthetic(b *testing.B) {
+	ds := NewSynthetic(28, 1, 1, Train, DefaultTrainSize)
+	s, err := NewSampler(ds, 128, 1, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]float32, 128*Size(ds))
+	b.ReportAllocs()
+	step := uint64(0)
+	for b.Loop() {
+		if err := s.Fill(step, 0, 128, buf); err != nil {
+			b.Fatal(err)
+		}
+		step++
+	}
+}
