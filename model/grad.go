@@ -1,0 +1,268 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	"gorgonia.org/gorgonia"
+)
+
+// ErrClosed is returned by Run and Score after Close.
+var ErrClosed = errors.New("model: closed")
+
+// feed holds the data inputs of one graph: the network input (NHWC images, or
+// mlp rows [x̃, log σ]), log σ for the U-Net's embedding, and z.
+type feed[T Float] struct {
+	net   *NetOf[T]
+	batch int
+	xin   []T
+	lsig  []T
+	zin   []T
+}
+
+// forward adds the data inputs and the network, returning its raw output o
+// (s = o/σ) in the layout of xin's images (NHWC) or rows.
+func (b *builder[T]) forward(d *feed[T]) (*gorgonia.Node, error) {
+	n, bs := b.net, b.batch
+	if n.cfg.Arch == "mlp" {
+		d.xin = make([]T, bs*(n.dim+1))
+		return b.mlpForward(b.input("input", d.xin, bs, n.dim+1))
+	}
+	c, h, w := n.shape[0], n.shape[1], n.shape[2]
+	d.xin, d.lsig = make([]T, bs*n.dim), make([]T, bs)
+	return b.unetForward(b.input("x", d.xin, bs, h, w, c), b.input("logsigma", d.lsig, bs, 1))
+}
+
+// outShape is the raw output's shape in the graph.
+func (d *feed[T]) outShape() []int {
+	n := d.net
+	if n.cfg.Arch == "mlp" {
+		return []int{d.batch, n.dim}
+	}
+	return []int{d.batch, n.shape[1], n.shape[2], n.shape[0]}
+}
+
+// toGraph converts per-sample [C, H, W] data to the graph's NHWC (a copy for
+// flat data and C = 1).
+func (d *feed[T]) toGraph(dst, src []T) {
+	n := d.net
+	if n.cfg.Arch == "mlp" || n.shape[0] == 1 {
+		copy(dst, src)
+		return
+	}
+	c, hw := n.shape[0], n.shape[1]*n.shape[2]
+	for s := 0; s < d.batch; s++ {
+		o := s * c * hw
+		for ch := 0; ch < c; ch++ {
+			for p := 0; p < hw; p++ {
+				dst[o+p*c+ch] = src[o+ch*hw+p]
+			}
+		}
+	}
+}
+
+// fromGraph is toGraph's inverse, dividing sample s by div[s].
+func (d *feed[T]) fromGraph(dst, src, div []T) {
+	n := d.net
+	dim := n.dim
+	c := 1
+	if n.cfg.Arch == "unet" {
+		c = n.shape[0]
+	}
+	hw := dim / c
+	for s := 0; s < d.batch; s++ {
+		o, r := s*dim, 1/div[s]
+		for ch := 0; ch < c; ch++ {
+			for p := 0; p < hw; p++ {
+				dst[o+ch*hw+p] = src[o+p*c+ch] * r
+			}
+		}
+	}
+}
+
+// fill sets the graph's inputs for data x at noise levels sigma.
+func (d *feed[T]) fill(x, sigma []T) {
+	n := d.net
+	if n.cfg.Arch == "mlp" {
+		dim := n.dim
+		for s := 0; s < d.batch; s++ {
+			row := d.xin[s*(dim+1) : (s+1)*(dim+1)]
+			copy(row, x[s*dim:(s+1)*dim])
+			row[dim] = T(math.Log(float64(sigma[s])))
+		}
+		return
+	}
+	d.toGraph(d.xin, x)
+	for s, v := range sigma {
+		d.lsig[s] = T(math.Log(float64(v)))
+	}
+}
+
+func (d *feed[T]) check(what string, v []T, n int) error {
+	if len(v) != n {
+		return fmt.Errorf("model: %s has %d values, want %d (batch %d)", what, len(v), n, d.batch)
+	}
+	return nil
+}
+
+// GradOf computes DSM losses and parameter gradients for one batch size on
+// one gorgonia graph and tape machine, reused by every Run. Run calls on one
+// GradOf are serialised; different GradOf and ScorerOf values of the same
+// network may run concurrently as long as nothing writes Params().Data
+// meanwhile (each owns all its buffers and only reads the parameters).
+type GradOf[T Float] struct {
+	mu sync.Mutex
+	feed[T]
+	vm     gorgonia.VM
+	xt     []T // x + σz, caller layout
+	grad   []T
+	losses []T
+}
+
+// Grad is the float32 gradient computation used for training.
+type Grad = GradOf[float32]
+
+// NewGrad builds the loss and gradient graph for batch samples.
+func (n *NetOf[T]) NewGrad(batch int) (*GradOf[T], error) {
+	if batch < 1 {
+		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	b := newBuilder(n, batch, true)
+	g := &GradOf[T]{feed: feed[T]{net: n, batch: batch}, grad: b.grad, losses: make([]T, batch), xt: make([]T, batch*n.dim)}
+	o, err := b.forward(&g.feed)
+	if err != nil {
+		return nil, err
+	}
+	g.zin = make([]T, batch*n.dim)
+	loss, err := b.dsmLoss(o, b.input("z", g.zin, g.outShape()...), g.losses)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := gorgonia.Grad(loss, b.params...); err != nil {
+		return nil, fmt.Errorf("model: gradient graph: %w", err)
+	}
+	g.vm = gorgonia.NewTapeMachine(b.g)
+	return g, nil
+}
+
+// Run computes per-sample losses l_b = ½‖σ_b·s(x_b + σ_b z_b, σ_b) + z_b‖² into
+// losses and the sum over the batch of ∇_θ l_b into grad (len(Params().Data)).
+// x and z are batch × D in the data's own layout, sigma one value per sample.
+func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.vm == nil {
+		return ErrClosed
+	}
+	dim := g.net.dim
+	for _, c := range []struct {
+		what string
+		v    []T
+		n    int
+	}{{"x", x, g.batch * dim}, {"z", z, g.batch * dim}, {"sigma", sigma, g.batch}, {"grad", grad, len(g.grad)}, {"losses", losses, g.batch}} {
+		if err := g.check(c.what, c.v, c.n); err != nil {
+			return err
+		}
+	}
+	for s := 0; s < g.batch; s++ {
+		sg := sigma[s]
+		for i := s * dim; i < (s+1)*dim; i++ {
+			g.xt[i] = x[i] + sg*z[i]
+		}
+	}
+	g.fill(g.xt, sigma)
+	g.toGraph(g.zin, z)
+	err := g.vm.RunAll()
+	g.vm.Reset()
+	if err != nil {
+		return fmt.Errorf("model: grad: %w", err)
+	}
+	copy(grad, g.grad)
+	copy(losses, g.losses)
+	return nil
+}
+
+// Close releases the graph; it is idempotent.
+func (g *GradOf[T]) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.vm == nil {
+		return nil
+	}
+	err := g.vm.Close()
+	g.vm, g.grad, g.xin, g.zin, g.xt = nil, nil, nil, nil, nil
+	return err
+}
+
+// ScorerOf evaluates s(x, σ) for one batch size, without gradients. Score
+// calls on one ScorerOf are serialised; see GradOf for concurrency.
+type ScorerOf[T Float] struct {
+	mu sync.Mutex
+	feed[T]
+	vm  gorgonia.VM
+	out []T // the output node's own buffer (graph layout)
+}
+
+// Scorer is the float32 score evaluation used by samplers.
+type Scorer = ScorerOf[float32]
+
+// NewScorer builds the score graph for batch samples.
+func (n *NetOf[T]) NewScorer(batch int) (*ScorerOf[T], error) {
+	if batch < 1 {
+		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	b := newBuilder(n, batch, false)
+	s := &ScorerOf[T]{feed: feed[T]{net: n, batch: batch}}
+	o, err := b.forward(&s.feed)
+	if err != nil {
+		return nil, err
+	}
+	s.out = o.Op().(*node[T]).out.Data().([]T)
+	s.vm = gorgonia.NewTapeMachine(b.g)
+	return s, nil
+}
+
+// Score sets out = s(x, σ) for batch samples (x, out batch × D; sigma per sample).
+func (s *ScorerOf[T]) Score(x, sigma, out []T) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vm == nil {
+		return ErrClosed
+	}
+	dim := s.net.dim
+	if err := s.check("x", x, s.batch*dim); err != nil {
+		return err
+	}
+	if err := s.check("sigma", sigma, s.batch); err != nil {
+		return err
+	}
+	if err := s.check("out", out, s.batch*dim); err != nil {
+		return err
+	}
+	s.fill(x, sigma)
+	err := s.vm.RunAll()
+	s.vm.Reset()
+	if err != nil {
+		return fmt.Errorf("model: score: %w", err)
+	}
+	s.fromGraph(out, s.out, sigma)
+	return nil
+}
+
+// Close releases the graph; it is idempotent.
+func (s *ScorerOf[T]) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.vm == nil {
+		return nil
+	}
+	err := s.vm.Close()
+	s.vm, s.out, s.xin = nil, nil, nil
+	return err
+}

@@ -1,0 +1,353 @@
+package model
+
+import (
+	"errors"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ncsn/ncsn/internal/keyrand"
+)
+
+func TestParamCount(t *testing.T) {
+	for _, c := range []struct {
+		cfg   Config
+		shape []int
+		want  int
+		first string
+	}{
+		{Config{Arch: "mlp"}, []int{2}, 33794, "f.0.weight"},
+		{Config{Arch: "unet"}, []int{1, 28, 28}, 1041601, "emb.0.weight"},
+	} {
+		n, err := New(c.cfg, c.shape)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := n.Params()
+		if len(p.Data) != c.want {
+			t.Errorf("%s %v: %d parameters, want %d", c.cfg.Arch, c.shape, len(p.Data), c.want)
+		}
+		if p.Names[0] != c.first {
+			t.Errorf("%s: first parameter %q, want %q", c.cfg.Arch, p.Names[0], c.first)
+		}
+		off := 0
+		seen := map[string]bool{}
+		for i, name := range p.Names {
+			if seen[name] {
+				t.Errorf("duplicate name %q", name)
+			}
+			seen[name] = true
+			if p.Offsets[i] != off {
+				t.Errorf("%s: offset %d, want %d", name, p.Offsets[i], off)
+			}
+			off += prod(p.Shapes[i])
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, c := range []struct {
+		cfg   Config
+		shape []int
+		want  string // substring of the error; "" for none
+	}{
+		{Config{Arch: "mlp"}, []int{2}, ""},
+		{Config{Arch: "unet"}, []int{3, 32, 32}, ""},
+		{Config{Arch: "gan"}, []int{2}, "model.arch"},
+		{Config{Arch: "mlp", Hidden: -1}, []int{2}, "model.hidden"},
+		{Config{Arch: "mlp", Depth: -2}, []int{2}, "model.depth"},
+		{Config{Arch: "mlp"}, []int{1, 28, 28}, "model.arch"},
+		{Config{Arch: "unet"}, []int{1, 30, 28}, "divisible by 4"},
+		{Config{Arch: "unet", Channels: []int{32, 64}}, []int{1, 28, 28}, "model.channels"},
+		{Config{Arch: "unet", Channels: []int{32, 60, 128}}, []int{1, 28, 28}, "model.channels"},
+		{Config{Arch: "unet", Emb: -1}, []int{1, 28, 28}, "model.emb"},
+		{Config{Arch: "unet", Groups: -1}, []int{1, 28, 28}, "model.groups"},
+	} {
+		err := c.cfg.WithDefaults().Validate(c.shape)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%+v %v: %v", c.cfg, c.shape, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%+v %v: error %v, want one naming %q", c.cfg, c.shape, err, c.want)
+		}
+	}
+}
+
+// batchData draws x, z and σ (from the 10 reference levels) for a batch.
+func batchData[T Float](key uint64, batch, dim int) (x, z, sigma []T) {
+	r := keyrand.New(key)
+	x, z, sigma = make([]T, batch*dim), make([]T, batch*dim), make([]T, batch)
+	for i := range x {
+		x[i], z[i] = T(r.Norm()), T(r.Norm())
+	}
+	for i := range sigma {
+		sigma[i] = T(math.Pow(0.01, float64(r.IntN(10))/9))
+	}
+	return
+}
+
+var smallUNet = Config{Arch: "unet", Channels: []int{4, 8, 8}, Emb: 6, Groups: 2}
+
+// TestNetGradients compares whole-network gradients (sum of per-sample DSM
+// losses) with fourth-order finite differences in float64.
+func TestNetGradients(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		cfg    Config
+		shape  []int
+		batch  int
+		perTen int // coordinates checked per tensor (0: all)
+		only   []string
+	}{
+		{"mlp", Config{Arch: "mlp", Hidden: 8, Depth: 2}, []int{3}, 4, 0, nil},
+		{"unet small rgb", smallUNet, []int{2, 8, 8}, 2, 4, nil},
+		{"unet reference spot", Config{Arch: "unet"}, []int{1, 28, 28}, 1, 2,
+			[]string{"emb.0.weight", "cin.weight", "r1.n1.weight", "r1.c1.bias", "r1.e.weight", "d2.weight", "m2.n2.bias", "u2c.weight", "r1u.c2.weight", "nout.weight", "cout.bias"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if testing.Short() && c.only != nil {
+				t.Skip("reference widths in -short")
+			}
+			n, err := New64(c.cfg, c.shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.Init(3)
+			p := n.Params()
+			// Move GroupNorm affine parameters off 1 and 0 so their gradients matter.
+			r := keyrand.New(5)
+			for i, name := range p.Names {
+				if strings.Contains(name, ".n") || strings.HasPrefix(name, "nout") {
+					d := p.Data[p.Offsets[i] : p.Offsets[i]+prod(p.Shapes[i])]
+					for j := range d {
+						d[j] += 0.3 * (2*r.Float64() - 1)
+					}
+				}
+			}
+			g, err := n.NewGrad(c.batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			x, z, sigma := batchData[float64](7, c.batch, prod(c.shape))
+			grad, losses := make([]float64, len(p.Data)), make([]float64, c.batch)
+			if err := g.Run(x, z, sigma, grad, losses); err != nil {
+				t.Fatal(err)
+			}
+			scratch := make([]float64, len(p.Data))
+			total := func() float64 {
+				if err := g.Run(x, z, sigma, scratch, losses); err != nil {
+					t.Fatal(err)
+				}
+				var s float64
+				for _, l := range losses {
+					s += l
+				}
+				return s
+			}
+			for i, name := range p.Names {
+				if c.only != nil && !slices.Contains(c.only, name) {
+					continue
+				}
+				size := prod(p.Shapes[i])
+				idx := make([]int, 0, size)
+				if c.perTen == 0 || size <= c.perTen {
+					for j := 0; j < size; j++ {
+						idx = append(idx, j)
+					}
+				} else {
+					for k := 0; k < c.perTen; k++ {
+						idx = append(idx, r.IntN(size))
+					}
+				}
+				an, num := make([]float64, len(idx)), make([]float64, len(idx))
+				for k, j := range idx {
+					an[k] = grad[p.Offsets[i]+j]
+					num[k] = fd4(&p.Data[p.Offsets[i]+j], total)
+				}
+				if e := relErr(an, num); e > 1e-6 || math.IsNaN(e) {
+					t.Errorf("%s: relative error %.3g\nanalytic %v\nnumeric  %v", name, e, an, num)
+				}
+			}
+		})
+	}
+}
+
+// TestRunReproducible: the same batch gives bitwise the same losses and
+// gradients, also when other batches run in between (buffer aliasing shows
+// here), and Run changes neither the parameters nor its inputs.
+func TestRunReproducible(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		cfg   Config
+		shape []int
+		batch int
+	}{
+		{"mlp", Config{Arch: "mlp"}, []int{2}, 16},
+		{"unet", smallUNet, []int{3, 8, 12}, 5},
+		{"unet 1 sample", smallUNet, []int{1, 4, 4}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n, err := New(c.cfg, c.shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.Init(1)
+			p := n.Params()
+			before := slices.Clone(p.Data)
+			g, err := n.NewGrad(c.batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			dim := prod(c.shape)
+			type out struct{ grad, loss []float32 }
+			run := func(key uint64) out {
+				x, z, s := batchData[float32](key, c.batch, dim)
+				x0, z0, s0 := slices.Clone(x), slices.Clone(z), slices.Clone(s)
+				o := out{make([]float32, len(p.Data)), make([]float32, c.batch)}
+				if err := g.Run(x, z, s, o.grad, o.loss); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(x, x0) || !slices.Equal(z, z0) || !slices.Equal(s, s0) {
+					t.Fatal("Run changed its inputs")
+				}
+				return o
+			}
+			a1, b1, a2, b2 := run(1), run(2), run(1), run(2)
+			for _, pair := range [][2]out{{a1, a2}, {b1, b2}} {
+				if !slices.Equal(pair[0].grad, pair[1].grad) || !slices.Equal(pair[0].loss, pair[1].loss) {
+					t.Fatal("same batch, different results")
+				}
+			}
+			if slices.Equal(a1.grad, b1.grad) {
+				t.Fatal("different batches, same gradient")
+			}
+			if !slices.Equal(before, p.Data) {
+				t.Fatal("Run changed the parameters")
+			}
+			// A fresh graph agrees bitwise.
+			g2, err := n.NewGrad(c.batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g2.Close()
+			x, z, s := batchData[float32](2, c.batch, dim)
+			o := out{make([]float32, len(p.Data)), make([]float32, c.batch)}
+			if err := g2.Run(x, z, s, o.grad, o.loss); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(o.grad, b1.grad) || !slices.Equal(o.loss, b1.loss) {
+				t.Fatal("fresh graph disagrees")
+			}
+		})
+	}
+}
+
+// TestScorerMatchesGrad: ½‖σ·Score(x̃, σ) + z‖² is the loss Grad reports.
+func TestScorerMatchesGrad(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		cfg   Config
+		shape []int
+	}{
+		{"mlp", Config{Arch: "mlp", Hidden: 16, Depth: 2}, []int{2}},
+		{"unet", smallUNet, []int{3, 8, 8}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const batch = 4
+			n, err := New(c.cfg, c.shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.Init(2)
+			g, err := n.NewGrad(batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			s, err := n.NewScorer(batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			dim := prod(c.shape)
+			x, z, sigma := batchData[float32](3, batch, dim)
+			losses := make([]float32, batch)
+			if err := g.Run(x, z, sigma, make([]float32, len(n.Params().Data)), losses); err != nil {
+				t.Fatal(err)
+			}
+			xt := make([]float32, len(x))
+			for i := range xt {
+				xt[i] = x[i] + sigma[i/dim]*z[i]
+			}
+			out := make([]float32, len(x))
+			if err := s.Score(xt, sigma, out); err != nil {
+				t.Fatal(err)
+			}
+			for b := 0; b < batch; b++ {
+				var l float64
+				for j := b * dim; j < (b+1)*dim; j++ {
+					r := float64(sigma[b])*float64(out[j]) + float64(z[j])
+					l += r * r / 2
+				}
+				if math.Abs(l-float64(losses[b])) > 1e-5*math.Max(1, l) {
+					t.Errorf("sample %d: scorer loss %v, grad loss %v", b, l, losses[b])
+				}
+			}
+		})
+	}
+}
+
+func TestCloseAndErrors(t *testing.T) {
+	n, err := New(smallUNet, []int{1, 4, 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	g, err := n.NewGrad(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := n.NewScorer(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, z, sigma := batchData[float32](1, 2, 16)
+	if err := g.Run(x, z, sigma, make([]float32, len(n.Params().Data)-1), make([]float32, 2)); err == nil || !strings.Contains(err.Error(), "grad") {
+		t.Errorf("short grad buffer: %v", err)
+	}
+	if err := s.Score(x[:5], sigma, x); err == nil {
+		t.Error("short x accepted")
+	}
+	if err := g.Run(x, z, sigma, make([]float32, len(n.Params().Data)), make([]float32, 2)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := g.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Run(x, z, sigma, nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Run after Close: %v", err)
+	}
+	if err := s.Score(x, sigma, x); !errors.Is(err, ErrClosed) {
+		t.Errorf("Score after Close: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := runtime.NumGoroutine(); got > before {
+		t.Errorf("%d goroutines after Close, %d before", got, before)
+	}
+	if _, err := n.NewGrad(0); err == nil {
+		t.Error("batch 0 accepted")
+	}
+}

@@ -1,0 +1,275 @@
+package model
+
+import (
+	"gorgonia.org/gorgonia"
+)
+
+// colBudget bounds one worker's im2col matrix (values): big enough for long
+// GEMMs, small enough to stay in cache next to the weights.
+const colBudget = 1 << 19
+
+// convGeom is a 3×3, padding 1 convolution on NHWC activations. The column
+// matrix has one row per output pixel and K = 9·Ci columns ordered (ky, kx, ci),
+// so the three taps of a kernel row are one contiguous run of 3·Ci input values.
+type convGeom struct {
+	B, H, W, Ci, Co, S, Ho, Wo, K int
+	nb                            int // samples per im2col chunk
+}
+
+func newConvGeom(b, h, w, ci, co, s int) convGeom {
+	g := convGeom{B: b, H: h, W: w, Ci: ci, Co: co, S: s, Ho: (h-1)/s + 1, Wo: (w-1)/s + 1, K: 9 * ci}
+	g.nb = max(1, colBudget/(g.Ho*g.Wo*g.K))
+	return g
+}
+
+// im2col writes the column rows of samples [b0, b1) of x.
+func im2col[T Float](g *convGeom, x, col []T, b0, b1 int) {
+	ci, w, k := g.Ci, g.W, g.K
+	r := 0
+	for b := b0; b < b1; b++ {
+		xb := x[b*g.H*w*ci : (b+1)*g.H*w*ci]
+		for oy := 0; oy < g.Ho; oy++ {
+			for ox := 0; ox < g.Wo; ox++ {
+				row := col[r*k : (r+1)*k]
+				r++
+				ix0 := ox*g.S - 1
+				for ky := 0; ky < 3; ky++ {
+					seg := row[ky*3*ci : (ky+1)*3*ci]
+					iy := oy*g.S + ky - 1
+					if iy < 0 || iy >= g.H {
+						clear(seg)
+						continue
+					}
+					base := iy * w * ci
+					if ix0 >= 0 && ix0+2 < w {
+						copy(seg, xb[base+ix0*ci:base+(ix0+3)*ci])
+						continue
+					}
+					for kx := 0; kx < 3; kx++ {
+						s := seg[kx*ci : (kx+1)*ci]
+						if ix := ix0 + kx; ix < 0 || ix >= w {
+							clear(s)
+						} else {
+							copy(s, xb[base+ix*ci:base+(ix+1)*ci])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2im adds the column rows of samples [b0, b1) into dx (the adjoint of im2col).
+func col2im[T Float](g *convGeom, col, dx []T, b0, b1 int) {
+	ci, w, k := g.Ci, g.W, g.K
+	r := 0
+	for b := b0; b < b1; b++ {
+		xb := dx[b*g.H*w*ci : (b+1)*g.H*w*ci]
+		for oy := 0; oy < g.Ho; oy++ {
+			for ox := 0; ox < g.Wo; ox++ {
+				row := col[r*k : (r+1)*k]
+				r++
+				ix0 := ox*g.S - 1
+				for ky := 0; ky < 3; ky++ {
+					iy := oy*g.S + ky - 1
+					if iy < 0 || iy >= g.H {
+						continue
+					}
+					seg := row[ky*3*ci : (ky+1)*3*ci]
+					base := iy * w * ci
+					if ix0 >= 0 && ix0+2 < w {
+						addTo(xb[base+ix0*ci:base+(ix0+3)*ci], seg)
+						continue
+					}
+					for kx := 0; kx < 3; kx++ {
+						if ix := ix0 + kx; ix >= 0 && ix < w {
+							addTo(xb[base+ix*ci:base+(ix+1)*ci], seg[kx*ci:(kx+1)*ci])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// convState is what a convolution's forward op leaves for its backward op in
+// the same run: the weights permuted to the column order, and per-worker
+// gradient accumulators.
+type convState[T Float] struct {
+	g    convGeom
+	wk   []T   // [Co, K], (ky, kx, ci) order
+	dwk  [][]T // per worker [Co, K]
+	db   [][]T // per worker [Co]
+	dadd []T   // [B, Co]
+	dx   []T   // [B, H, W, Ci]
+}
+
+// permuteW converts PyTorch's [Co, Ci, 3, 3] to [Co, (ky, kx, ci)].
+func permuteW[T Float](wk, w []T, co, ci int) {
+	for o := 0; o < co; o++ {
+		src, dst := w[o*9*ci:(o+1)*9*ci], wk[o*9*ci:(o+1)*9*ci]
+		for c := 0; c < ci; c++ {
+			for t := 0; t < 9; t++ {
+				dst[t*ci+c] = src[c*9+t]
+			}
+		}
+	}
+}
+
+// unpermuteW is permuteW's inverse.
+func unpermuteW[T Float](w, wk []T, co, ci int) {
+	for o := 0; o < co; o++ {
+		src, dst := wk[o*9*ci:(o+1)*9*ci], w[o*9*ci:(o+1)*9*ci]
+		for c := 0; c < ci; c++ {
+			for t := 0; t < 9; t++ {
+				dst[c*9+t] = src[t*ci+c]
+			}
+		}
+	}
+}
+
+// conv adds y = conv3×3(x, W) + bias [+ add broadcast over pixels] [+ res]
+// for NHWC x [B, H, W, Ci]. add ([B, Co]) is the σ embedding's per-channel
+// projection; res (the shape of y) is a residual connection. Either may be nil.
+// needDx is false when x is data.
+func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, res *gorgonia.Node, needDx bool) (*gorgonia.Node, error) {
+	xs := x.Shape()
+	st := &convState[T]{g: newConvGeom(xs[0], xs[1], xs[2], xs[3], co, stride)}
+	g := &st.g
+	st.wk = make([]T, co*g.K)
+	ws := b.ws
+	ws.reserve(g.nb * g.Ho * g.Wo * g.K)
+	hw := g.Ho * g.Wo
+	inputs := []*gorgonia.Node{x, b.param(name + ".weight"), b.param(name + ".bias")}
+	iAdd, iRes := -1, -1
+	if add != nil {
+		iAdd = len(inputs)
+		inputs = append(inputs, add)
+	}
+	if res != nil {
+		iRes = len(inputs)
+		inputs = append(inputs, res)
+	}
+	fwd := func(y []T, in [][]T) {
+		x, bias := in[0], in[2]
+		permuteW(st.wk, in[1], co, g.Ci)
+		parallel(g.B, ws.nw, func(w, lo, hi int) {
+			for c0 := lo; c0 < hi; c0 += g.nb {
+				c1 := min(c0+g.nb, hi)
+				m := (c1 - c0) * hw
+				col := ws.get(w, m*g.K)
+				im2col(g, x, col, c0, c1)
+				yc := y[c0*hw*co : c1*hw*co]
+				for s := c0; s < c1; s++ {
+					ys := yc[(s-c0)*hw*co : (s-c0+1)*hw*co]
+					if iRes >= 0 {
+						copy(ys, in[iRes][s*hw*co:(s+1)*hw*co])
+					} else {
+						clear(ys)
+					}
+					for p := 0; p < hw; p++ {
+						addTo(ys[p*co:(p+1)*co], bias)
+						if iAdd >= 0 {
+							addTo(ys[p*co:(p+1)*co], in[iAdd][s*co:(s+1)*co])
+						}
+					}
+				}
+				gemmT(false, true, m, co, g.K, 1, col, g.K, st.wk, g.K, 1, yc, co)
+			}
+		})
+	}
+	wrt := make([]bool, len(inputs))
+	wrt[0], wrt[1], wrt[2] = needDx, true, true
+	for i := 3; i < len(wrt); i++ {
+		wrt[i] = true
+	}
+	diff := func(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+		return b.convDiff(name, st, in[0], grad, iAdd >= 0, iRes >= 0, needDx, len(inputs))
+	}
+	return apply[T](name, []int{g.B, g.Ho, g.Wo, co}, nil, fwd, wrt, diff, inputs...)
+}
+
+// convDiff adds the backward op (dW, with db, d add and dx as side outputs
+// picked by their own nodes) of a conv.
+func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Node, hasAdd, hasRes, needDx bool, n int) (gorgonia.Nodes, error) {
+	g := &st.g
+	co, hw, ws := g.Co, g.Ho*g.Wo, b.ws
+	st.dwk = make([][]T, ws.nw)
+	st.db = make([][]T, ws.nw)
+	for i := range st.dwk {
+		st.dwk[i] = make([]T, co*g.K)
+		st.db[i] = make([]T, co)
+	}
+	if hasAdd {
+		st.dadd = make([]T, g.B*co)
+	}
+	if needDx {
+		st.dx = make([]T, g.B*g.H*g.W*g.Ci)
+	}
+	dbias := b.gradOf(name + ".bias")
+	if dbias == nil {
+		dbias = make([]T, co)
+	}
+	bwd := func(dw []T, in [][]T) {
+		x, dy := in[0], in[1]
+		parallel(g.B, ws.nw, func(w, lo, hi int) {
+			dwk, db := st.dwk[w], st.db[w]
+			clear(dwk)
+			clear(db)
+			for c0 := lo; c0 < hi; c0 += g.nb {
+				c1 := min(c0+g.nb, hi)
+				m := (c1 - c0) * hw
+				col := ws.get(w, m*g.K)
+				dyc := dy[c0*hw*co : c1*hw*co]
+				for s := c0; s < c1; s++ {
+					if hasAdd {
+						colSums(st.dadd[s*co:(s+1)*co], dyc[(s-c0)*hw*co:(s-c0+1)*hw*co], hw, co)
+						addTo(db, st.dadd[s*co:(s+1)*co])
+					} else {
+						for p := 0; p < hw; p++ {
+							addTo(db, dyc[((s-c0)*hw+p)*co:((s-c0)*hw+p+1)*co])
+						}
+					}
+				}
+				im2col(g, x, col, c0, c1)
+				gemmT(true, false, co, g.K, m, 1, dyc, co, col, g.K, 1, dwk, g.K)
+				if needDx {
+					gemmT(false, false, m, g.K, co, 1, dyc, co, st.wk, g.K, 0, col, g.K)
+					clear(st.dx[c0*g.H*g.W*g.Ci : c1*g.H*g.W*g.Ci])
+					col2im(g, col, st.dx, c0, c1)
+				}
+			}
+		})
+		for w := 1; w < ws.nw; w++ {
+			addTo(st.dwk[0], st.dwk[w])
+			addTo(st.db[0], st.db[w])
+		}
+		unpermuteW(dw, st.dwk[0], co, g.Ci)
+		copy(dbias, st.db[0])
+	}
+	nop := func([]T, [][]T) {}
+	res := make(gorgonia.Nodes, n)
+	var err error
+	if res[1], err = apply[T](name+".bwd", []int{co, g.Ci, 3, 3}, b.gradOf(name+".weight"), bwd, nil, nil, x, dy); err != nil {
+		return nil, err
+	}
+	if res[2], err = apply[T](name+".db", []int{co}, dbias, nop, nil, nil, res[1]); err != nil {
+		return nil, err
+	}
+	i := 3
+	if hasAdd {
+		if res[i], err = apply[T](name+".dadd", []int{g.B, co}, st.dadd, nop, nil, nil, res[1]); err != nil {
+			return nil, err
+		}
+		i++
+	}
+	if hasRes {
+		res[i] = dy
+	}
+	if needDx {
+		if res[0], err = apply[T](name+".dx", []int{g.B, g.H, g.W, g.Ci}, st.dx, nop, nil, nil, res[1]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
