@@ -244,9 +244,6 @@ func TestSgemmNoGoroutinesLeftAfterReturn(t *testing.T) {
 }
 
 func TestSgemmNoAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector makes sync.Pool drop items at random")
-	}
 	a := make([]float32, 256*512)
 	c := make([]float32, 256*512)
 	for _, threads := range []int{1, 2} {

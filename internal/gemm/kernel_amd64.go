@@ -6,7 +6,25 @@ func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
 func xgetbv() (eax, edx uint32)
 
 //go:noescape
-func kern4x24(kc int, a, b, c *float32, ldc int, beta float32, load bool)
+func kern4x24(kc int, a, b, c *float32, ldc int, alpha, beta float32, load bool)
+
+//go:noescape
+func copyPanels(kb int, src *float32, lds int, dst *float32, w, panels int)
+
+//go:noescape
+func transPanel8(kb8 int, src *float32, lds int, dst *float32, w int)
+
+//go:noescape
+func transPanel4(kb8 int, src *float32, lds int, dst *float32)
+
+// transPanel transposes with 8×8 blocks, or 4×8 ones for 4-row panels.
+func transPanel(kb8 int, src *float32, lds int, dst *float32, w int) {
+	if w == 4 {
+		transPanel4(kb8, src, lds, dst)
+		return
+	}
+	transPanel8(kb8, src, lds, dst, w)
+}
 
 // avx2Kernel needs AVX2 and FMA. 4×24 keeps twelve ymm accumulators, three
 // B vectors and one broadcast A element in the sixteen ymm registers, and its
@@ -14,11 +32,13 @@ func kern4x24(kc int, a, b, c *float32, ldc int, beta float32, load bool)
 var avx2Kernel = &kernel{
 	name: "avx2",
 	mr:   4, nr: 24,
-	kc: 256, mc: 128, nc: 24 * 170,
-	micro: func(kc int, a, b, c []float32, ldc int, beta float32) {
+	kc: 256, mc: 128, nc: 24*170,
+	micro: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 		_, _, _ = a[4*kc-1], b[24*kc-1], c[3*ldc+23] // the kernel reads and writes this far
-		kern4x24(kc, &a[0], &b[0], &c[0], ldc, beta, beta != 0)
+		kern4x24(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, beta != 0)
 	},
+	copyRows:  copyPanels,
+	transRows: transPanel,
 }
 
 var defaultKernel = pickKernel()

@@ -10,7 +10,7 @@ var genericKernel = &kernel{
 	micro: microGeneric,
 }
 
-func microGeneric(kc int, a, b, c []float32, ldc int, beta float32) {
+func microGeneric(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	var c00, c01, c02, c03 float32
 	var c10, c11, c12, c13 float32
 	var c20, c21, c22, c23 float32
@@ -45,12 +45,12 @@ func microGeneric(kc int, a, b, c []float32, ldc int, beta float32) {
 	}
 	for i := range rows {
 		row := c[i*ldc : i*ldc+4 : i*ldc+4]
-		if beta == 0 {
-			row[0], row[1], row[2], row[3] = rows[i][0], rows[i][1], rows[i][2], rows[i][3]
-			continue
-		}
 		for j := range row {
-			row[j] = beta*row[j] + rows[i][j]
+			if beta == 0 {
+				row[j] = alpha * rows[i][j]
+			} else {
+				row[j] = alpha*rows[i][j] + beta*row[j]
+			}
 		}
 	}
 }

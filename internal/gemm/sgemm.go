@@ -12,10 +12,18 @@ type kernel struct {
 	kc     int // depth of one packed block (A micro-panel + B micro-panel fit L1)
 	mc     int // rows of A packed per block (fits L2); multiple of mr
 	nc     int // columns of B packed per block; multiple of nr
-	// micro computes the mr×nr tile c = a·b + beta·c over kc steps, from an
-	// A micro-panel (mr values per step) and a B micro-panel (nr per step).
-	// c is not read when beta == 0.
-	micro func(kc int, a, b, c []float32, ldc int, beta float32)
+	// micro computes the mr×nr tile c = alpha·a·b + beta·c over kc steps,
+	// from an A micro-panel (mr values per step) and a B micro-panel (nr per
+	// step). c is not read when beta == 0.
+	micro func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+
+	// Optional vectorised packing of whole panels (nil: portable Go).
+	// copyRows: dst[q·w·kb + p·w + j] = src[p·lds + q·w + j] for p < kb,
+	// j < w and q < panels (whole panels side by side).
+	copyRows func(kb int, src *float32, lds int, dst *float32, w, panels int)
+	// transRows: dst[p·w + j] = src[j·lds + p] for p < 8·kb8, j < w.
+	// Both need w%8 == 0 or w == 4.
+	transRows func(kb8 int, src *float32, lds int, dst *float32, w int)
 }
 
 // parallelMin is the number of multiply-adds below which a call stays on one
@@ -105,8 +113,8 @@ type problem struct {
 	ldc            int
 }
 
-// worker owns the packing buffers of one goroutine. Workers are pooled so that
-// calls allocate nothing in steady state.
+// worker owns the packing buffers of one goroutine. Workers are kept on a free
+// list so that calls allocate nothing in steady state.
 type worker struct {
 	abuf, bbuf []float32
 	tile       []float32 // mr×nr scratch for edge tiles
@@ -121,16 +129,25 @@ type worker struct {
 	join           sync.WaitGroup // used when this worker leads a call
 }
 
-var pools sync.Map // *kernel → *sync.Pool of *worker
+// A free list per kernel rather than a sync.Pool: the garbage collector
+// empties pools, and refilling one costs a megabyte of buffers per worker.
+// Calls beyond the list's capacity allocate and drop their workers.
+var (
+	freeMu sync.Mutex
+	free   = map[*kernel][]*worker{}
+)
+
+const maxFree = 16
 
 func getWorker(kern *kernel) *worker {
-	pl, ok := pools.Load(kern)
-	if !ok {
-		pl, _ = pools.LoadOrStore(kern, &sync.Pool{})
-	}
-	if w, ok := pl.(*sync.Pool).Get().(*worker); ok {
+	freeMu.Lock()
+	if ws := free[kern]; len(ws) > 0 {
+		w := ws[len(ws)-1]
+		free[kern] = ws[:len(ws)-1]
+		freeMu.Unlock()
 		return w
 	}
+	freeMu.Unlock()
 	w := &worker{
 		abuf: alignedFloats(kern.mc * kern.kc),
 		bbuf: alignedFloats(kern.kc * kern.nc),
@@ -144,8 +161,14 @@ func getWorker(kern *kernel) *worker {
 }
 
 func putWorker(kern *kernel, w *worker) {
-	pl, _ := pools.Load(kern)
-	pl.(*sync.Pool).Put(w)
+	freeMu.Lock()
+	if ws := free[kern]; len(ws) < maxFree {
+		if ws == nil {
+			ws = make([]*worker, 0, maxFree)
+		}
+		free[kern] = append(ws, w)
+	}
+	freeMu.Unlock()
 }
 
 // alignedFloats returns n float32s starting on a 64-byte cache line.
@@ -165,15 +188,15 @@ func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
 		nb := min(kern.nc, j1-jc)
 		for pc := 0; pc < p.k; pc += kern.kc {
 			kb := min(kern.kc, p.k-pc)
-			packB(kern.nr, p.transB, p.b, p.ldb, pc, jc, kb, nb, w.bbuf)
+			packB(kern, p.transB, p.b, p.ldb, pc, jc, kb, nb, w.bbuf)
 			beta := p.beta
 			if pc > 0 {
 				beta = 1 // later blocks accumulate onto the first one's result
 			}
 			for ic := i0; ic < i1; ic += kern.mc {
 				mb := min(kern.mc, i1-ic)
-				packA(kern.mr, p.transA, p.a, p.lda, ic, pc, mb, kb, p.alpha, w.abuf)
-				w.macro(kern, kb, mb, nb, p.c[ic*p.ldc+jc:], p.ldc, beta)
+				packA(kern, p.transA, p.a, p.lda, ic, pc, mb, kb, w.abuf)
+				w.macro(kern, kb, mb, nb, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
 			}
 		}
 	}
@@ -181,7 +204,7 @@ func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
 
 // macro multiplies a packed mb×kb block of A by a packed kb×nb block of B
 // into c, tile by tile; the B micro-panel stays in L1 across the column of tiles.
-func (w *worker) macro(kern *kernel, kb, mb, nb int, c []float32, ldc int, beta float32) {
+func (w *worker) macro(kern *kernel, kb, mb, nb int, c []float32, ldc int, alpha, beta float32) {
 	mr, nr := kern.mr, kern.nr
 	for jr := 0; jr < nb; jr += nr {
 		nn := min(nr, nb-jr)
@@ -191,12 +214,12 @@ func (w *worker) macro(kern *kernel, kb, mb, nb int, c []float32, ldc int, beta 
 			ap := w.abuf[ir*kb : (ir+mr)*kb]
 			cp := c[ir*ldc+jr:]
 			if mm == mr && nn == nr {
-				kern.micro(kb, ap, bp, cp, ldc, beta)
+				kern.micro(kb, ap, bp, cp, ldc, alpha, beta)
 				continue
 			}
 			// Edge tile: the packed panels are zero-padded, so compute the
 			// full tile into scratch and merge only its valid part.
-			kern.micro(kb, ap, bp, w.tile, nr, 0)
+			kern.micro(kb, ap, bp, w.tile, nr, alpha, 0)
 			for i := range mm {
 				row := cp[i*ldc : i*ldc+nn]
 				t := w.tile[i*nr : i*nr+nn]
