@@ -32,7 +32,7 @@ func transPanel(kb8 int, src *float32, lds int, dst *float32, w int) {
 var avx2Kernel = &kernel{
 	name: "avx2",
 	mr:   4, nr: 24,
-	kc: 256, mc: 128, nc: 24*170,
+	kc: 256, mc: 128, nc: 24 * 170,
 	micro: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 		_, _, _ = a[4*kc-1], b[24*kc-1], c[3*ldc+23] // the kernel reads and writes this far
 		kern4x24(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, beta != 0)
