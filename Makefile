@@ -27,3 +27,10 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Regenerate proto/ Go code with the pinned generators; proto-check fails on drift.
+proto:
+	./proto/generate.sh
+
+proto-check:
+	./.ci/proto-check

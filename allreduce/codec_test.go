@@ -1,0 +1,238 @@
+package allreduce
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func allCodecs() []Codec {
+	var cs []Codec
+	for q := range quantNames {
+		for c := range compressorNames {
+			cs = append(cs, Codec{Quant(q), Compressor(c)})
+		}
+	}
+	return cs
+}
+
+func gradient(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		// Heavy-tailed like real gradients: most values small, a few large.
+		x[i] = float32(rng.NormFloat64() * math.Exp(2*rng.NormFloat64()))
+	}
+	return x
+}
+
+// maxCodecError bounds |decoded - x| for one encoding of x.
+func maxCodecError(q Quant, x []float32, i int) float64 {
+	switch q {
+	case QuantBF16:
+		return math.Abs(float64(x[i])) / 256
+	case QuantInt8:
+		b := i / Int8Block
+		var amax float64
+		for _, v := range x[b*Int8Block : min((b+1)*Int8Block, len(x))] {
+			amax = math.Max(amax, math.Abs(float64(v)))
+		}
+		return amax / 254 * 1.0001
+	}
+	return 0
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, c := range allCodecs() {
+		for _, n := range []int{0, 1, 127, 128, 129, 1000, 65536} {
+			t.Run(c.String(), func(t *testing.T) {
+				x := gradient(rng, n)
+				enc, err := NewEncoder(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dec, err := NewDecoder(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resid := make([]float32, n)
+				b := enc.Encode([]byte("prefix"), x, resid)
+				if string(b[:6]) != "prefix" {
+					t.Fatalf("Encode did not append")
+				}
+				y := make([]float32, n)
+				if err := dec.Decode(y, b[6:]); err != nil {
+					t.Fatalf("Decode: %v", err)
+				}
+				for i := range x {
+					if got := x[i] - y[i]; got != resid[i] {
+						t.Fatalf("n=%d [%d]: residual %g, want x-decoded = %g", n, i, resid[i], got)
+					}
+					if e := math.Abs(float64(x[i] - y[i])); e > maxCodecError(c.Quant, x, i) {
+						t.Fatalf("n=%d [%d]: x=%g decoded %g: error %g over bound %g", n, i, x[i], y[i], e, maxCodecError(c.Quant, x, i))
+					}
+				}
+				z := make([]float32, n)
+				for i := range z {
+					z[i] = 1
+				}
+				if err := dec.DecodeAdd(z, b[6:]); err != nil {
+					t.Fatalf("DecodeAdd: %v", err)
+				}
+				for i := range z {
+					if z[i] != 1+y[i] {
+						t.Fatalf("DecodeAdd [%d] = %g, want %g", i, z[i], 1+y[i])
+					}
+				}
+				if n == 65536 {
+					t.Logf("%v: %d values → %d bytes (%.2fx smaller than float32)", c, n, len(b)-6, float64(4*n)/float64(len(b)-6))
+				}
+			})
+		}
+	}
+}
+
+func TestCodecSpecialValues(t *testing.T) {
+	x := []float32{0, float32(math.Copysign(0, -1)), 1e-40, -1e-40, math.MaxFloat32, -math.MaxFloat32, float32(math.Inf(1)), float32(math.NaN())}
+	for _, c := range allCodecs() {
+		enc, _ := NewEncoder(c)
+		dec, _ := NewDecoder(c)
+		y := make([]float32, len(x))
+		// Special values must not break decoding; NaN and Inf may poison their int8 block.
+		if err := dec.Decode(y, enc.Encode(nil, x, nil)); err != nil {
+			t.Errorf("%v: %v", c, err)
+		}
+		if c.Quant != QuantInt8 && !math.IsNaN(float64(y[7])) {
+			t.Errorf("%v: NaN decoded as %g", c, y[7])
+		}
+	}
+}
+
+func TestCodecSteadyStateAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are meaningless under -race")
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	x := gradient(rng, 64<<10)
+	resid := make([]float32, len(x))
+	y := make([]float32, len(x))
+	for _, c := range allCodecs() {
+		enc, _ := NewEncoder(c)
+		dec, _ := NewDecoder(c)
+		buf := enc.Encode(nil, x, resid)
+		allocs := testing.AllocsPerRun(20, func() {
+			buf = enc.Encode(buf[:0], x, resid)
+			if err := dec.DecodeAdd(y, buf); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%v: %v allocations per encode+decode, want 0", c, allocs)
+		}
+	}
+}
+
+func TestDecodeRejectsBadBytes(t *testing.T) {
+	x := gradient(rand.New(rand.NewPCG(5, 6)), 1000)
+	for _, c := range allCodecs() {
+		enc, _ := NewEncoder(c)
+		dec, _ := NewDecoder(c)
+		good := enc.Encode(nil, x, nil)
+		y := make([]float32, len(x))
+		cases := map[string][]byte{
+			"empty":     nil,
+			"truncated": good[:len(good)/2],
+			"extended":  append(append([]byte(nil), good...), 1, 2, 3),
+		}
+		if c.Compressor != CompressNone {
+			cases["garbage"] = []byte("this is not a compressed frame at all, not at all")
+		}
+		if c.Quant == QuantInt8 && c.Compressor == CompressNone {
+			neg := append([]byte(nil), good...)
+			neg[3] |= 0x80
+			cases["negative scale"] = neg
+		}
+		for name, b := range cases {
+			if err := dec.Decode(y, b); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%v, %s: err = %v, want ErrCorrupt", c, name, err)
+			}
+		}
+		// A piece for fewer values than expected is refused, not read past.
+		if err := dec.Decode(make([]float32, 2000), good); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%v, wrong length: err = %v, want ErrCorrupt", c, err)
+		}
+	}
+}
+
+func TestParseCodec(t *testing.T) {
+	for _, tc := range []struct {
+		q, c string
+		want Codec
+		ok   bool
+	}{
+		{"none", "", Codec{}, true},
+		{"bf16", "zstd", Codec{QuantBF16, CompressZstd}, true},
+		{"int8", "s2", Codec{QuantInt8, CompressS2}, true},
+		{"int8", "none", Codec{QuantInt8, CompressNone}, true},
+		{"fp8", "", Codec{}, false},
+		{"none", "gzip", Codec{}, false},
+	} {
+		got, err := ParseCodec(tc.q, tc.c)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseCodec(%q, %q) = %v, %v; want %v, ok %v", tc.q, tc.c, got, err, tc.want, tc.ok)
+		}
+	}
+}
+
+// FuzzDecode feeds arbitrary bytes to every decoder: an error or values, never a panic, and
+// never more memory than the expected piece.
+func FuzzDecode(f *testing.F) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, c := range allCodecs() {
+		enc, _ := NewEncoder(c)
+		x := gradient(rng, 300)
+		f.Add(uint8(c.Quant), uint8(c.Compressor), uint16(300), enc.Encode(nil, x, nil))
+	}
+	f.Fuzz(func(t *testing.T, q, comp uint8, n uint16, b []byte) {
+		c := Codec{Quant(q % 3), Compressor(comp % 3)}
+		dec, err := NewDecoder(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := make([]float32, n)
+		if err := dec.Decode(y, b); err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("error not wrapping ErrCorrupt: %v", err)
+		}
+		if cap(dec.raw) > c.rawSize(int(n)) {
+			t.Fatalf("decoder holds %d bytes for a %d-byte piece", cap(dec.raw), c.rawSize(int(n)))
+		}
+	})
+}
+
+// FuzzRoundTrip checks that every codec decodes what it encoded within its error bound.
+func FuzzRoundTrip(f *testing.F) {
+	f.Add(uint8(0), uint8(1), []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	f.Fuzz(func(t *testing.T, q, comp uint8, b []byte) {
+		c := Codec{Quant(q % 3), Compressor(comp % 3)}
+		x := make([]float32, len(b)/4)
+		for i := range x {
+			v := math.Float32frombits(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24)
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) || math.Abs(float64(v)) > 1e30 {
+				v = 1
+			}
+			x[i] = v
+		}
+		enc, _ := NewEncoder(c)
+		dec, _ := NewDecoder(c)
+		y := make([]float32, len(x))
+		if err := dec.Decode(y, enc.Encode(nil, x, nil)); err != nil {
+			t.Fatal(err)
+		}
+		for i := range x {
+			if e := math.Abs(float64(x[i] - y[i])); e > maxCodecError(c.Quant, x, i) {
+				t.Fatalf("%v [%d]: %g → %g", c, i, x[i], y[i])
+			}
+		}
+	})
+}

@@ -1,0 +1,349 @@
+package allreduce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ncsn/ncsn/proto/ringpb"
+)
+
+// AllReduce replaces buf with the element-wise sum of the buffers of all op.Members. Every
+// member ends with bitwise identical values. It fails within the operation's timeout: with a
+// *PeerError naming the neighbour that died, fell silent, refused or sent garbage; with an error
+// wrapping ErrAborted if a newer epoch ended it; with ErrClosed; or with ctx's error. On
+// error buf holds unspecified values.
+func (r *Ring) AllReduce(ctx context.Context, op Op, buf []float32) (Result, error) {
+	start := time.Now()
+	res, err := r.allReduce(ctx, op, buf)
+	res.Duration = time.Since(start)
+	r.m.observe(op.Codec, res, err)
+	return res, err
+}
+
+func (r *Ring) allReduce(ctx context.Context, op Op, buf []float32) (Result, error) {
+	key := opKey{op.Run, op.Epoch, op.Step}
+	rank, err := r.validate(op, buf)
+	if err != nil {
+		return Result{}, err
+	}
+	if op.Residual != nil {
+		for i, v := range op.Residual {
+			buf[i] += v
+		}
+	}
+	n := len(op.Members)
+	if n == 1 {
+		clear(op.Residual)
+		return Result{}, nil
+	}
+	timeout := op.Timeout
+	if timeout == 0 {
+		timeout = r.cfg.Timeout
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	opCtx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	defer cancelTimeout()
+
+	a := &ringOp{
+		r: r, op: op, key: key, buf: buf, rank: rank, n: n,
+		left:  op.Members[(rank+n-1)%n],
+		right: op.Members[(rank+1)%n],
+		pe:    r.pieceElems,
+	}
+	a.layout()
+	st, err := r.register(a, cancel)
+	if err != nil {
+		return Result{}, err
+	}
+	a.st = st
+	right, err := r.peer(a.right)
+	if err != nil {
+		r.finish(st, err)
+		return Result{}, err
+	}
+	a.peer = right
+	// A send blocked on a silent neighbour only ends when its stream does. Streams are not
+	// reset otherwise: the neighbour would blame this member for a failure that is not its.
+	stop := context.AfterFunc(opCtx, func() {
+		if a.sending.Load() {
+			right.reset(right.current())
+		}
+	})
+	c := r.getCoders(op.Codec)
+	a.enc, a.dec = c.enc, c.dec
+	err = a.run(opCtx)
+	stop()
+	r.putCoders(op.Codec, c)
+	if err != nil {
+		err = r.classify(ctx, opCtx, a, err, timeout)
+	}
+	r.finish(st, err)
+	return a.res, err
+}
+
+func (r *Ring) validate(op Op, buf []float32) (int, error) {
+	if err := op.Codec.validate(); err != nil {
+		return 0, err
+	}
+	if len(op.Members) == 0 {
+		return 0, errors.New("allreduce: no members")
+	}
+	if op.Residual != nil && len(op.Residual) != len(buf) {
+		return 0, fmt.Errorf("allreduce: residual has %d values, buffer %d", len(op.Residual), len(buf))
+	}
+	rank := -1
+	seen := make(map[string]bool, len(op.Members))
+	for i, m := range op.Members {
+		if seen[m] {
+			return 0, fmt.Errorf("allreduce: member %s listed twice", m)
+		}
+		seen[m] = true
+		if m == r.cfg.Self {
+			rank = i
+		}
+	}
+	if rank < 0 {
+		return 0, fmt.Errorf("allreduce: %s is not among the members", r.cfg.Self)
+	}
+	return rank, nil
+}
+
+// register makes the operation active, adopting pieces that arrived before it.
+func (r *Ring) register(a *ringOp, cancel context.CancelCauseFunc) (*opState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := a.key
+	if r.closed {
+		return nil, fmt.Errorf("allreduce: %w", ErrClosed)
+	}
+	if k.epoch < r.floor {
+		return nil, fmt.Errorf("allreduce: op %v: epoch older than %d: %w", k, r.floor, ErrAborted)
+	}
+	r.raiseFloorLocked(k.epoch)
+	// Older steps of this run and epoch are over: forget their leftovers and tombstones.
+	for ok, st := range r.ops {
+		if ok.run == k.run && ok.epoch == k.epoch && ok.step < k.step && !st.active {
+			r.dropLocked(ok, st)
+		}
+	}
+	st := r.ops[k]
+	switch {
+	case st == nil:
+		st = newOpState(k)
+		r.ops[k] = st
+	case st.active:
+		return nil, fmt.Errorf("allreduce: op %v is already running", k)
+	case st.err != nil:
+		return nil, fmt.Errorf("allreduce: op %v: %w", k, st.err)
+	}
+	r.pendingBytes -= st.bytes
+	st.active = true
+	st.left, st.right = a.left, a.right
+	st.sendsLeft = a.sends
+	st.cancel = cancel
+	return st, nil
+}
+
+// finish retires the operation; a failed one stays as a tombstone refusing late pieces.
+func (r *Ring) finish(st *opState, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.failLocked(st, err)
+		st.active = false
+		return
+	}
+	st.active = false
+	r.dropLocked(st.key, st)
+}
+
+// classify turns how the operation ended into the error the caller can act on.
+func (r *Ring) classify(ctx, opCtx context.Context, a *ringOp, err error, timeout time.Duration) error {
+	r.mu.Lock()
+	stErr := a.st.err
+	r.mu.Unlock()
+	switch {
+	case stErr != nil:
+		return stErr // set by Abort, Close, a refusal or a broken stream
+	case ctx.Err() != nil:
+		return fmt.Errorf("allreduce: op %v: %w", a.key, context.Cause(ctx))
+	case opCtx.Err() != nil:
+		peer := a.left
+		if a.sending.Load() {
+			peer = a.right
+		}
+		return &PeerError{Peer: peer, Err: fmt.Errorf("op %v: no progress within %v: %w", a.key, timeout, context.DeadlineExceeded)}
+	}
+	return err
+}
+
+// ringOp is one member's run of one operation.
+type ringOp struct {
+	r           *Ring
+	op          Op
+	key         opKey
+	st          *opState
+	peer        *peer
+	buf         []float32
+	rank, n     int
+	left, right string
+	pe          int // values per piece
+	enc         *Encoder
+	dec         *Decoder
+
+	lo    []int // chunk c is buf[lo[c]:lo[c+1]]
+	pbase []int // index of chunk c's first piece among all pieces
+	sends int
+	recvs int
+	seen  []bool // per phase and piece: received
+	out   ringpb.Piece
+	ebuf  []byte
+	res   Result
+	// sending is set while a send is in progress, which only the stream's end can interrupt.
+	sending atomic.Bool
+}
+
+func (a *ringOp) layout() {
+	n, l := a.n, len(a.buf)
+	a.lo = make([]int, n+1)
+	a.pbase = make([]int, n+1)
+	for c := 0; c <= n; c++ {
+		a.lo[c] = int(int64(c) * int64(l) / int64(n))
+	}
+	for c := 0; c < n; c++ {
+		a.pbase[c+1] = a.pbase[c] + a.pieces(c)
+	}
+	total := a.pbase[n]
+	own := a.owned()
+	// Reduce-scatter: send every chunk but the owned one (own chunk first, then forwards);
+	// all-gather: send the owned chunk and forward all but the one the right neighbour owns.
+	a.sends = total - a.pieces(own) + a.pieces(own) + total - a.pieces(own) - a.pieces((a.rank+2)%n)
+	// Receive every chunk but our own in reduce-scatter, all but the owned in all-gather.
+	a.recvs = total - a.pieces(a.rank) + total - a.pieces(own)
+	a.seen = make([]bool, 2*total)
+}
+
+func (a *ringOp) pieces(c int) int { return (a.lo[c+1] - a.lo[c] + a.pe - 1) / a.pe }
+func (a *ringOp) owned() int       { return (a.rank + 1) % a.n }
+func (a *ringOp) span(c, p int) (int, int) {
+	lo := a.lo[c] + p*a.pe
+	return lo, min(lo+a.pe, a.lo[c+1])
+}
+
+func (a *ringOp) residual(lo, hi int) []float32 {
+	if a.op.Residual == nil {
+		return nil
+	}
+	return a.op.Residual[lo:hi]
+}
+
+func (a *ringOp) run(ctx context.Context) error {
+	for p := range a.pieces(a.rank) {
+		lo, hi := a.span(a.rank, p)
+		a.ebuf = a.enc.Encode(a.ebuf[:0], a.buf[lo:hi], a.residual(lo, hi))
+		if err := a.send(ringpb.Phase_PHASE_REDUCE_SCATTER, a.rank, p, a.ebuf); err != nil {
+			return err
+		}
+	}
+	for range a.recvs {
+		it, err := a.r.next(ctx, a.st)
+		if err != nil {
+			return err
+		}
+		if it.eof != nil {
+			return &PeerError{Peer: a.left, Err: fmt.Errorf("op %v: stream from neighbour ended: %w", a.key, it.eof)}
+		}
+		if err := a.handle(it.m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *ringOp) handle(m *ringpb.Piece) error {
+	if h := a.r.testHookPiece; h != nil {
+		h(m)
+	}
+	a.res.WireBytesReceived += int64(proto.Size(m))
+	c, p := int(m.Chunk), int(m.Piece)
+	bad := func(format string, args ...any) error {
+		return &PeerError{Peer: a.left, Err: fmt.Errorf("op %v: %w: "+format, append([]any{a.key, ErrCorrupt}, args...)...)}
+	}
+	switch {
+	case m.Codec != a.op.Codec.wireID():
+		return bad("codec %d, want %d (%v)", m.Codec, a.op.Codec.wireID(), a.op.Codec)
+	case m.Length != uint64(len(a.buf)):
+		return bad("buffer of %d values, want %d", m.Length, len(a.buf))
+	case m.Chunk >= uint32(a.n) || p >= a.pieces(c):
+		return bad("no piece %d of chunk %d", m.Piece, m.Chunk)
+	}
+	idx := a.pbase[c] + p
+	lo, hi := a.span(c, p)
+	switch m.Phase {
+	case ringpb.Phase_PHASE_REDUCE_SCATTER:
+		if c == a.rank || a.seen[idx] {
+			return bad("unexpected reduce-scatter piece %d of chunk %d", p, c)
+		}
+		a.seen[idx] = true
+		if err := a.dec.DecodeAdd(a.buf[lo:hi], m.Payload); err != nil {
+			return bad("reduce-scatter piece %d of chunk %d: %v", p, c, err)
+		}
+		a.ebuf = a.enc.Encode(a.ebuf[:0], a.buf[lo:hi], a.residual(lo, hi))
+		if c != a.owned() {
+			return a.send(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p, a.ebuf)
+		}
+		// The sum is complete: every member, this one included, takes the decoded encoding.
+		if a.op.Codec.Lossy() {
+			if err := a.dec.Decode(a.buf[lo:hi], a.ebuf); err != nil {
+				return fmt.Errorf("allreduce: op %v: decode own piece: %w", a.key, err)
+			}
+		}
+		return a.send(ringpb.Phase_PHASE_ALL_GATHER, c, p, a.ebuf)
+	case ringpb.Phase_PHASE_ALL_GATHER:
+		idx += a.pbase[a.n]
+		if c == a.owned() || a.seen[idx] {
+			return bad("unexpected all-gather piece %d of chunk %d", p, c)
+		}
+		a.seen[idx] = true
+		if err := a.dec.Decode(a.buf[lo:hi], m.Payload); err != nil {
+			return bad("all-gather piece %d of chunk %d: %v", p, c, err)
+		}
+		if c == (a.rank+2)%a.n {
+			return nil // the right neighbour owns it
+		}
+		return a.sendMsg(m)
+	default:
+		return bad("phase %v", m.Phase)
+	}
+}
+
+func (a *ringOp) send(phase ringpb.Phase, c, p int, payload []byte) error {
+	a.out = ringpb.Piece{
+		Run: a.key.run, Epoch: a.key.epoch, Step: a.key.step,
+		Phase: phase, Chunk: uint32(c), Piece: uint32(p),
+		Codec: a.op.Codec.wireID(), Length: uint64(len(a.buf)), Payload: payload,
+	}
+	return a.sendMsg(&a.out)
+}
+
+func (a *ringOp) sendMsg(m *ringpb.Piece) error {
+	a.sending.Store(true)
+	err := a.r.send(a.peer, m)
+	if err == nil {
+		a.sending.Store(false)
+	}
+	if err != nil {
+		return &PeerError{Peer: a.right, Err: fmt.Errorf("op %v: send: %w", a.key, err)}
+	}
+	a.res.WireBytesSent += int64(proto.Size(m))
+	a.r.mu.Lock()
+	a.st.sendsLeft--
+	a.r.mu.Unlock()
+	return nil
+}

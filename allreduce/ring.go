@@ -1,0 +1,348 @@
+// Package allreduce sums flat float32 buffers across the members of a ring over gRPC:
+// reduce-scatter then all-gather, each chunk pipelined in pieces, optionally quantised
+// (bf16, int8 with error feedback) and compressed (zstd, s2).
+package allreduce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/ncsn/ncsn/proto/ringpb"
+)
+
+// Defaults of Config.
+const (
+	DefaultChunkBytes      = 256 << 10
+	DefaultTimeout         = 30 * time.Second
+	DefaultMaxPendingBytes = 1 << 30
+	// MaxChunkBytes keeps every message under gRPC's default 4 MiB receive limit.
+	MaxChunkBytes = 2 << 20
+)
+
+// Config configures a Ring.
+type Config struct {
+	// Self is this member's address exactly as it appears in Op.Members.
+	Self string
+	// DialOptions are used to reach neighbours (transport credentials, auth interceptors);
+	// they are applied after the ring's own window and buffer sizes.
+	DialOptions []grpc.DialOption
+	// ChunkBytes is the float32 input size of one pipelined piece; rounded down to whole
+	// int8 blocks. Every member must use the same value. Default DefaultChunkBytes.
+	ChunkBytes int
+	// Timeout bounds an operation when Op.Timeout is zero. Default DefaultTimeout.
+	Timeout time.Duration
+	// MaxPendingBytes bounds the pieces held for operations that neighbours have started and
+	// this member has not. Default DefaultMaxPendingBytes.
+	MaxPendingBytes int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the ring's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Op describes one all-reduce. Every member passes the same Run, Epoch, Step, Members and
+// Codec, and a buffer of the same length.
+type Op struct {
+	Run   string
+	Epoch uint64
+	Step  uint64
+	// Members is the ring in order; each member sends to the next one. It includes Config.Self.
+	Members []string
+	Codec   Codec
+	// Residual, if not nil, is error feedback for lossy codecs: it has len(buf), is added to buf
+	// before reducing, and is overwritten with this member's quantisation error, to be fed into
+	// the next operation. Start it at zero and keep passing the same slice. After an error its
+	// contents are unspecified.
+	Residual []float32
+	// Timeout overrides Config.Timeout for this operation.
+	Timeout time.Duration
+}
+
+// Result reports one operation.
+type Result struct {
+	Duration time.Duration
+	// Wire bytes of the ring messages this member sent and received (protobuf-encoded size).
+	WireBytesSent, WireBytesReceived int64
+}
+
+// Ring is one member's end of ring all-reduces. Several operations may run at once if they
+// have distinct {run, epoch, step}; a new ring view needs no new Ring.
+type Ring struct {
+	ringpb.UnimplementedRingServer
+
+	cfg        Config
+	log        *slog.Logger
+	m          *metrics
+	pieceElems int
+
+	ctx     context.Context // ends the streams to neighbours on Close
+	cancel  context.CancelFunc
+	closing chan struct{}
+	wg      sync.WaitGroup // stream readers and receive loops
+
+	mu           sync.Mutex
+	closed       bool
+	floor        uint64 // oldest epoch still accepted
+	ops          map[opKey]*opState
+	pendingBytes int
+	streams      uint64 // counts Pipe streams, to tell them apart
+	peers        map[string]*peer
+	coders       map[Codec][]*coderPair
+
+	testHookPiece func(*ringpb.Piece) // called by AllReduce for each received piece
+}
+
+// New validates cfg and returns a Ring. Serve it with Register or Serve.
+func New(cfg Config) (*Ring, error) {
+	if cfg.Self == "" {
+		return nil, errors.New("allreduce: Config.Self is empty")
+	}
+	if cfg.ChunkBytes == 0 {
+		cfg.ChunkBytes = DefaultChunkBytes
+	}
+	if cfg.ChunkBytes < 4*Int8Block || cfg.ChunkBytes > MaxChunkBytes {
+		return nil, fmt.Errorf("allreduce: ChunkBytes %d outside [%d, %d]", cfg.ChunkBytes, 4*Int8Block, MaxChunkBytes)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("allreduce: negative Timeout %v", cfg.Timeout)
+	}
+	if cfg.MaxPendingBytes == 0 {
+		cfg.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Ring{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "allreduce", "self", cfg.Self),
+		m:          m,
+		pieceElems: cfg.ChunkBytes / 4 / Int8Block * Int8Block,
+		ctx:        ctx,
+		cancel:     cancel,
+		closing:    make(chan struct{}),
+		ops:        map[opKey]*opState{},
+		peers:      map[string]*peer{},
+		coders:     map[Codec][]*coderPair{},
+	}, nil
+}
+
+// Register adds the ring service to s (for example the worker's authenticated server).
+// The server should use ServerOptions for throughput.
+func (r *Ring) Register(s grpc.ServiceRegistrar) { ringpb.RegisterRingServer(s, r) }
+
+// ServerOptions are the window and buffer sizes the ring's streams need for throughput.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.InitialWindowSize(windowSize),
+		grpc.InitialConnWindowSize(2 * windowSize),
+		grpc.ReadBufferSize(bufferSize),
+		grpc.WriteBufferSize(bufferSize),
+		grpc.MaxRecvMsgSize(MaxChunkBytes + 1<<16),
+	}
+}
+
+const (
+	windowSize = 8 << 20
+	bufferSize = 256 << 10
+)
+
+func dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(windowSize),
+		grpc.WithInitialConnWindowSize(2 * windowSize),
+		grpc.WithReadBufferSize(bufferSize),
+		grpc.WithWriteBufferSize(bufferSize),
+	}
+}
+
+// Serve serves the ring service alone on lis (tests, benchmarks) until ctx is done or the
+// Ring is closed, and returns after the server has stopped. opts are added to ServerOptions.
+func (r *Ring) Serve(ctx context.Context, lis net.Listener, opts ...grpc.ServerOption) error {
+	s := grpc.NewServer(append(ServerOptions(), opts...)...)
+	r.Register(s)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("allreduce: serve: %w", err)
+	case <-ctx.Done():
+	case <-r.closing:
+	}
+	s.Stop()
+	<-errc
+	return nil
+}
+
+// Abort ends every operation of an epoch older than epoch with an error wrapping ErrAborted,
+// and from then on refuses pieces of those epochs.
+func (r *Ring) Abort(epoch uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.raiseFloorLocked(epoch)
+}
+
+func (r *Ring) raiseFloorLocked(epoch uint64) {
+	if epoch <= r.floor {
+		return
+	}
+	r.floor = epoch
+	for k, st := range r.ops {
+		if k.epoch >= epoch {
+			continue
+		}
+		if st.active {
+			r.failLocked(st, fmt.Errorf("allreduce: epoch %d: %w (now %d)", k.epoch, ErrAborted, epoch))
+		} else {
+			r.dropLocked(k, st)
+		}
+	}
+}
+
+// Close fails the running operations with ErrClosed, flushes and closes the streams to
+// neighbours, and returns once every goroutine of the Ring has exited. It is idempotent.
+func (r *Ring) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.wg.Wait()
+		return nil
+	}
+	r.closed = true
+	close(r.closing)
+	for k, st := range r.ops {
+		if st.active {
+			r.failLocked(st, fmt.Errorf("allreduce: %w", ErrClosed))
+		} else {
+			r.dropLocked(k, st)
+		}
+	}
+	peers := make([]*peer, 0, len(r.peers))
+	for _, p := range r.peers {
+		peers = append(peers, p)
+	}
+	r.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.shutdown(flushTimeout)
+		}()
+	}
+	wg.Wait()
+	r.cancel()
+	r.wg.Wait()
+	return nil
+}
+
+// flushTimeout bounds how long Close waits for neighbours to take the last pieces.
+const flushTimeout = 2 * time.Second
+
+type opKey struct {
+	run         string
+	epoch, step uint64
+}
+
+func (k opKey) String() string { return fmt.Sprintf("%s/%d/%d", k.run, k.epoch, k.step) }
+
+// opState is an operation as the receive side sees it: pending (pieces arrived before the
+// local AllReduce started), active, or failed (a tombstone that refuses late pieces).
+// All fields are guarded by Ring.mu.
+type opState struct {
+	key         opKey
+	active      bool
+	left, right string
+	sendsLeft   int
+	via         uint64 // the stream the latest piece came on
+	items       []item
+	head        int
+	bytes       int
+	wake        chan struct{} // cap 1: items or failure arrived
+	err         error
+	cancel      context.CancelCauseFunc
+}
+
+type item struct {
+	m   *ringpb.Piece
+	eof error // the stream from the left neighbour ended
+}
+
+func newOpState(k opKey) *opState { return &opState{key: k, wake: make(chan struct{}, 1)} }
+
+func (st *opState) signal() {
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Ring) failLocked(st *opState, err error) {
+	if st.err != nil {
+		return
+	}
+	st.err = err
+	r.releaseItemsLocked(st)
+	if st.cancel != nil {
+		st.cancel(err)
+	}
+	st.signal()
+}
+
+func (r *Ring) releaseItemsLocked(st *opState) {
+	if !st.active {
+		r.pendingBytes -= st.bytes
+	}
+	st.items, st.head, st.bytes = nil, 0, 0
+}
+
+func (r *Ring) dropLocked(k opKey, st *opState) {
+	r.releaseItemsLocked(st)
+	delete(r.ops, k)
+}
+
+// next returns the next item for an active operation.
+func (r *Ring) next(ctx context.Context, st *opState) (item, error) {
+	for {
+		r.mu.Lock()
+		if st.err != nil {
+			r.mu.Unlock()
+			return item{}, st.err
+		}
+		if st.head < len(st.items) {
+			it := st.items[st.head]
+			st.items[st.head] = item{}
+			st.head++
+			if st.head == len(st.items) {
+				st.items, st.head = st.items[:0], 0
+			}
+			if it.m != nil {
+				st.bytes -= len(it.m.Payload)
+			}
+			r.mu.Unlock()
+			return it, nil
+		}
+		r.mu.Unlock()
+		select {
+		case <-st.wake:
+		case <-ctx.Done():
+			return item{}, ctx.Err()
+		}
+	}
+}
