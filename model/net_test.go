@@ -351,3 +351,71 @@ func TestCloseAndErrors(t *testing.T) {
 		t.Error("batch 0 accepted")
 	}
 }
+
+// TestFloat32MatchesFloat64: the float32 kernels (fast exp, log1p, SiLU,
+// softplus) agree with the float64 network on losses and gradients.
+func TestFloat32MatchesFloat64(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		cfg   Config
+		shape []int
+	}{
+		{"mlp", Config{Arch: "mlp"}, []int{2}},
+		{"unet", smallUNet, []int{3, 8, 8}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const batch = 6
+			n32, err := New(c.cfg, c.shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n64, err := New64(c.cfg, c.shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n32.Init(4)
+			for i, v := range n32.Params().Data {
+				n64.Params().Data[i] = float64(v)
+			}
+			g32, err := n32.NewGrad(batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g32.Close()
+			g64, err := n64.NewGrad(batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g64.Close()
+			x, z, s := batchData[float32](9, batch, prod(c.shape))
+			x64, z64, s64 := make([]float64, len(x)), make([]float64, len(z)), make([]float64, len(s))
+			for i := range x {
+				x64[i], z64[i] = float64(x[i]), float64(z[i])
+			}
+			for i := range s {
+				s64[i] = float64(s[i])
+			}
+			gr32, l32 := make([]float32, len(n32.Params().Data)), make([]float32, batch)
+			gr64, l64 := make([]float64, len(gr32)), make([]float64, batch)
+			if err := g32.Run(x, z, s, gr32, l32); err != nil {
+				t.Fatal(err)
+			}
+			if err := g64.Run(x64, z64, s64, gr64, l64); err != nil {
+				t.Fatal(err)
+			}
+			up := func(v []float32) []float64 {
+				r := make([]float64, len(v))
+				for i, x := range v {
+					r[i] = float64(x)
+				}
+				return r
+			}
+			if e := relErr(up(l32), l64); e > 1e-5 {
+				t.Errorf("losses differ by %.3g", e)
+			}
+			if e := relErr(up(gr32), gr64); e > 1e-4 {
+				t.Errorf("gradients differ by %.3g", e)
+			}
+		})
+	}
+}

@@ -12,32 +12,47 @@ func is32[T Float]() bool {
 	return ok
 }
 
-// expf is exp for float32 to about 1 ulp: Cody–Waite range reduction and a
-// degree-6 Taylor polynomial on |r| ≤ ln2/2. math.Exp in float64 costs several
-// times more and SiLU runs on every activation of the U-Net.
+// expBatch sets v[i] = e^v[i] in float32 to about 1 ulp: Cody–Waite range
+// reduction and a degree-6 Taylor polynomial on |r| ≤ ln2/2, arguments clamped
+// to [−87, 88]. A loop over a slice, because a per-value call would not be
+// inlined and math.Exp in float64 costs several times more; SiLU and softplus
+// run on every activation.
+func expBatch(v []float32) {
+	for i, x := range v {
+		x = min(max(x, -87), 88)
+		// Adding and subtracting 1.5·2²³ rounds to the nearest integer.
+		kf := (x*1.44269504088896341 + 12582912) - 12582912
+		r := x - kf*0.693359375 - kf*(-2.12194440e-4)
+		p := float32(1.0/720)*r + 1.0/120
+		p = p*r + 1.0/24
+		p = p*r + 1.0/6
+		p = p*r + 0.5
+		p = p*r + 1
+		p = p*r + 1
+		v[i] = p * math.Float32frombits(uint32(int32(kf)+127)<<23)
+	}
+}
+
+// expf is e^x by expBatch.
 func expf(x float32) float32 {
-	if x > 88 {
-		return float32(math.Inf(1))
-	}
-	if x < -87 {
-		return 0
-	}
-	t := x * 1.44269504088896341
-	var k int32
-	if t >= 0 {
-		k = int32(t + 0.5)
-	} else {
-		k = int32(t - 0.5)
-	}
-	kf := float32(k)
-	r := x - kf*0.693359375 - kf*(-2.12194440e-4)
-	p := float32(1.0/720)*r + 1.0/120
-	p = p*r + 1.0/24
-	p = p*r + 1.0/6
-	p = p*r + 0.5
-	p = p*r + 1
-	p = p*r + 1
-	return p * math.Float32frombits(uint32(k+127)<<23)
+	v := [1]float32{x}
+	expBatch(v[:])
+	return v[0]
+}
+
+// log1p32 is log(1+t) for t in [0, 1] in float32: 2·atanh(s) with
+// s = t/(2+t) ≤ 1/3, so small t keep full relative precision.
+func log1p32(t float32) float32 {
+	s := t / (2 + t)
+	q := s * s
+	p := float32(1.0/15)*q + 1.0/13
+	p = p*q + 1.0/11
+	p = p*q + 1.0/9
+	p = p*q + 1.0/7
+	p = p*q + 1.0/5
+	p = p*q + 1.0/3
+	p = p*q + 1
+	return 2 * s * p
 }
 
 // sigmoid32 is 1/(1+e^−x) in float32 via expf.
@@ -75,21 +90,41 @@ func siluBwdRun[T Float](dx []T, in [][]T) {
 	}
 }
 
-// softplusRun: y = log(1+e^x), computed as max(x,0) + log1p(e^−|x|).
-func softplusRun[T Float](y []T, in [][]T) {
-	for i, v := range in[0] {
-		a := float64(v)
-		y[i] = T(math.Max(a, 0) + math.Log1p(math.Exp(-math.Abs(a))))
+// softplusRun: y = log(1+e^x) = max(x,0) + log1p(e^−|x|), also storing
+// σ(x) = 1/(1+e^−x) in sig for the backward pass.
+func softplusRun[T Float](sig []T) func(y []T, in [][]T) {
+	return func(y []T, in [][]T) {
+		x := in[0]
+		if is32[T]() {
+			x32, y32, s32 := as[float32](x), as[float32](y), as[float32](sig)
+			for i, v := range x32 {
+				s32[i] = -abs(v)
+			}
+			expBatch(s32)
+			for i, v := range x32 {
+				e := s32[i]
+				y32[i] = max(v, 0) + log1p32(e)
+				if v >= 0 {
+					s32[i] = 1 / (1 + e)
+				} else {
+					s32[i] = e / (1 + e)
+				}
+			}
+			return
+		}
+		for i, v := range x {
+			a := float64(v)
+			y[i] = T(math.Max(a, 0) + math.Log1p(math.Exp(-math.Abs(a))))
+			sig[i] = T(sigmoid64(a))
+		}
 	}
 }
 
-// softplusBwdRun: dx = dy·σ(x), with σ(x) = 1 − e^−y taken from the output y
-// so the input need not stay live; inputs y, dy.
-func softplusBwdRun[T Float](dx []T, in [][]T) {
-	y, dy := in[0], in[1]
-	for i, v := range y {
-		dx[i] = dy[i] * T(-math.Expm1(-float64(v)))
+func abs[T Float](x T) T {
+	if x < 0 {
+		return -x
 	}
+	return x
 }
 
 // silu adds y = SiLU(x).
@@ -105,9 +140,15 @@ func (b *builder[T]) silu(name string, x *gorgonia.Node) (*gorgonia.Node, error)
 // softplus adds y = softplus(x).
 func (b *builder[T]) softplus(name string, x *gorgonia.Node) (*gorgonia.Node, error) {
 	shape := x.Shape().Clone()
-	return apply[T](name, shape, nil, softplusRun[T], []bool{true},
+	sig := make([]T, prod(shape))
+	return apply[T](name, shape, nil, softplusRun(sig), []bool{true},
 		func(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
-			dx, err := apply[T](name+".bwd", shape, nil, softplusBwdRun[T], nil, nil, out, grad)
+			// dx = dy·σ(x), σ(x) left by the forward op of the same run.
+			dx, err := apply[T](name+".bwd", shape, nil, func(dx []T, v [][]T) {
+				for i, g := range v[0] {
+					dx[i] = g * sig[i]
+				}
+			}, nil, nil, grad, out)
 			return gorgonia.Nodes{dx}, err
 		}, x)
 }

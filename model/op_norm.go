@@ -134,15 +134,21 @@ func gnForward[T Float](st *gnState[T], s int, x, gamma, beta, y, tmp []T) {
 	lo, hi := s*p*c, (s+1)*p*c
 	xs, ys, sg := x[lo:hi], y[lo:hi], st.sig[lo:hi]
 	if is32[T]() {
+		// u into y, −u into sig, e^−u by one expBatch, then σ(u) = 1/(1+e^−u).
 		x32, y32, s32, a32, d32 := as[float32](xs), as[float32](ys), as[float32](sg), as[float32](a), as[float32](d)
 		for i := 0; i < p; i++ {
 			xr, yr, sr := x32[i*c:(i+1)*c], y32[i*c:(i+1)*c], s32[i*c:(i+1)*c]
 			for j, v := range xr {
 				u := a32[j]*v + d32[j]
-				q := sigmoid32(u)
-				sr[j] = q
-				yr[j] = u * q
+				yr[j] = u
+				sr[j] = -u
 			}
+		}
+		expBatch(s32)
+		for i, e := range s32 {
+			q := 1 / (1 + e)
+			s32[i] = q
+			y32[i] *= q
 		}
 		return
 	}

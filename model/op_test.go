@@ -257,13 +257,29 @@ func TestExpf(t *testing.T) {
 	if worst > 3e-7 {
 		t.Fatalf("expf relative error %.3g, want <= 3e-7", worst)
 	}
-	for _, c := range []struct{ x, want float32 }{{-200, 0}, {0, 1}} {
-		if got := expf(c.x); got != c.want {
-			t.Errorf("expf(%v) = %v, want %v", c.x, got, c.want)
+	if got := expf(0); got != 1 {
+		t.Errorf("expf(0) = %v", got)
+	}
+	// Out of range arguments saturate instead of overflowing.
+	if lo, hi := expf(-200), expf(200); lo > 1e-37 || hi < 1e38 || math.IsInf(float64(hi), 0) {
+		t.Errorf("expf(-200) = %v, expf(200) = %v", lo, hi)
+	}
+}
+
+func TestLog1p32(t *testing.T) {
+	var worst float64
+	for x := float32(0); x <= 1; x += 1.0 / 4096 {
+		for _, v := range []float32{x, x * 1e-6} {
+			want := math.Log1p(float64(v))
+			e := math.Abs(float64(log1p32(v)) - want)
+			if want > 0 {
+				e /= want
+			}
+			worst = math.Max(worst, e)
 		}
 	}
-	if !math.IsInf(float64(expf(100)), 1) {
-		t.Error("expf(100) is not +Inf")
+	if worst > 3e-7 {
+		t.Fatalf("log1p32 relative error %.3g, want <= 3e-7", worst)
 	}
 }
 
