@@ -183,23 +183,37 @@ func alignedFloats(n int) []float32 {
 
 // run computes rows [i0,i1) × columns [j0,j1) of C, in the BLIS loop order:
 // B blocks of kc×nc, then A blocks of mc×kc, then nr-wide and mr-tall tiles.
+//
+// Blocks are balanced: k = 288 with kc = 256 runs as 2×144, not 256 + 32,
+// since a thin block costs a full pass over C for little work.
 func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
-	for jc := j0; jc < j1; jc += kern.nc {
-		nb := min(kern.nc, j1-jc)
-		for pc := 0; pc < p.k; pc += kern.kc {
-			kb := min(kern.kc, p.k-pc)
+	ncb := balance(j1-j0, kern.nc, kern.nr)
+	kcb := balance(p.k, kern.kc, 8)
+	mcb := balance(i1-i0, kern.mc, kern.mr)
+	for jc := j0; jc < j1; jc += ncb {
+		nb := min(ncb, j1-jc)
+		for pc := 0; pc < p.k; pc += kcb {
+			kb := min(kcb, p.k-pc)
 			packB(kern, p.transB, p.b, p.ldb, pc, jc, kb, nb, w.bbuf)
 			beta := p.beta
 			if pc > 0 {
 				beta = 1 // later blocks accumulate onto the first one's result
 			}
-			for ic := i0; ic < i1; ic += kern.mc {
-				mb := min(kern.mc, i1-ic)
+			for ic := i0; ic < i1; ic += mcb {
+				mb := min(mcb, i1-ic)
 				packA(kern, p.transA, p.a, p.lda, ic, pc, mb, kb, w.abuf)
 				w.macro(kern, kb, mb, nb, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
 			}
 		}
 	}
+}
+
+// balance returns the block size, at most limit and a multiple of unit
+// (which divides limit), that splits n into the fewest nearly equal blocks.
+func balance(n, limit, unit int) int {
+	blocks := (n + limit - 1) / limit
+	size := (n + blocks - 1) / blocks
+	return min(limit, (size+unit-1)/unit*unit)
 }
 
 // macro multiplies a packed mb×kb block of A by a packed kb×nb block of B
