@@ -190,6 +190,8 @@ func TestSgemmLarge(t *testing.T) {
 		{false, false, 7, 4200, 3, 0, 1, 0},
 		{true, false, 512, 128, 3, 0, 1, 0},
 		{false, true, 3, 5000, 1, 2, 2, 1},
+		{false, false, 1, 1, 1<<18 + 3, 0, 1, 0}, // parallel-sized yet one tile
+		{true, true, 2, 3, 50000, 1, 1, 1},
 	}
 	for _, kern := range kernels() {
 		t.Run(kern.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package gemm
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -45,59 +46,78 @@ func sgemm(kern *kernel, threads int, transA, transB bool, m, n, k int, alpha fl
 	p := problem{transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
 		a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc}
 
-	mt := (m + kern.mr - 1) / kern.mr // tiles along each dimension
-	nt := (n + kern.nr - 1) / kern.nr
-	parts := 1
-	if threads > 1 && m*n*k >= parallelMin {
-		parts = min(threads, max(mt, nt))
-	}
 	w0 := getWorker(kern)
-	if parts == 1 {
+	defer putWorker(kern, w0)
+	if threads < 2 || m*n*k < parallelMin {
 		w0.run(kern, &p, 0, m, 0, n)
-		putWorker(kern, w0)
 		return
 	}
-	// Split the dimension with more tiles into equal runs of whole tiles;
-	// every part packs its own share of the other operand, which is the
-	// smaller one.
+
+	// Cut one dimension into chunks that goroutines take in turn, so a core
+	// slowed by other work (or by another Sgemm) takes fewer. Columns are
+	// preferred: a chunk of columns repacks only A, which the run loop repacks
+	// per column block anyway, while a chunk of rows repacks all of B.
+	j := &w0.job
+	j.p, j.kern = p, kern
+	j.splitN = (n+kern.nr-1)/kern.nr >= 2*threads || n >= m
+	dim, unit, limit := m, kern.mr, kern.mc
+	if j.splitN {
+		dim, unit, limit = n, kern.nr, kern.nc
+	}
+	j.chunk = balance(dim, limit, unit)
+	if dim < 2*threads*j.chunk { // too few chunks to balance: use 2 per goroutine
+		j.chunk = max(unit, (dim+2*threads-1)/(2*threads)/unit*unit)
+	}
+	j.chunks = (dim + j.chunk - 1) / j.chunk
+	j.next.Store(0)
+	parts := min(threads, j.chunks, maxParts)
+
 	var ws [maxParts]*worker
-	parts = min(parts, maxParts)
-	splitN := nt >= mt
-	tiles := mt
-	if splitN {
-		tiles = nt
-	}
-	for i := range parts {
-		lo, hi := tiles*i/parts, tiles*(i+1)/parts
-		i0, i1, j0, j1 := 0, m, 0, n
-		if splitN {
-			j0, j1 = lo*kern.nr, min(n, hi*kern.nr)
-		} else {
-			i0, i1 = lo*kern.mr, min(m, hi*kern.mr)
-		}
-		w := w0
-		if i > 0 {
-			w = getWorker(kern)
-		}
+	j.wg.Add(parts - 1)
+	for i := 1; i < parts; i++ {
+		w := getWorker(kern)
+		w.shared = j
 		ws[i] = w
-		w.kern, w.p, w.i0, w.i1, w.j0, w.j1, w.wg = kern, p, i0, i1, j0, j1, &w0.join
-	}
-	w0.join.Add(parts - 1)
-	for _, w := range ws[1:parts] {
 		go w.fn()
 	}
-	w0.run(kern, &p, w0.i0, w0.i1, w0.j0, w0.j1)
-	w0.join.Wait()
-	for _, w := range ws[:parts] {
-		w.p = problem{}
-		w.wg = nil
+	w0.drain(j)
+	j.wg.Wait()
+	for _, w := range ws[1:parts] {
+		w.shared = nil
 		putWorker(kern, w)
 	}
+	j.p = problem{} // drop the caller's slices
 }
 
 // maxParts bounds the goroutines one call uses, so their workers fit an array
 // on the stack.
 const maxParts = 64
+
+// job is a call split into chunks of rows or columns of C.
+type job struct {
+	kern          *kernel
+	p             problem
+	splitN        bool // chunks are columns (else rows)
+	chunk, chunks int
+	next          atomic.Int64 // next chunk to take
+	wg            sync.WaitGroup
+}
+
+// drain computes chunks of j until none is left.
+func (w *worker) drain(j *job) {
+	for {
+		c := int(j.next.Add(1) - 1)
+		if c >= j.chunks {
+			return
+		}
+		lo := c * j.chunk
+		if j.splitN {
+			w.run(j.kern, &j.p, 0, j.p.m, lo, min(j.p.n, lo+j.chunk))
+		} else {
+			w.run(j.kern, &j.p, lo, min(j.p.m, lo+j.chunk), 0, j.p.n)
+		}
+	}
+}
 
 // problem is one Sgemm call's arguments.
 type problem struct {
@@ -119,14 +139,11 @@ type worker struct {
 	abuf, bbuf []float32
 	tile       []float32 // mr×nr scratch for edge tiles
 
-	// A part to compute on another goroutine; fn is bound once at creation
+	job    job  // the call this worker leads, when it leads one
+	shared *job // the call this worker helps with
+	// fn drains shared on another goroutine; it is bound once at creation
 	// so that starting it allocates nothing.
-	kern           *kernel
-	p              problem
-	i0, i1, j0, j1 int
-	wg             *sync.WaitGroup
-	fn             func()
-	join           sync.WaitGroup // used when this worker leads a call
+	fn func()
 }
 
 // A free list per kernel rather than a sync.Pool: the garbage collector
@@ -154,8 +171,8 @@ func getWorker(kern *kernel) *worker {
 		tile: alignedFloats(kern.mr * kern.nr),
 	}
 	w.fn = func() {
-		w.run(w.kern, &w.p, w.i0, w.i1, w.j0, w.j1)
-		w.wg.Done()
+		w.drain(w.shared)
+		w.shared.wg.Done()
 	}
 	return w
 }
