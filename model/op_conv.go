@@ -18,7 +18,8 @@ type convGeom struct {
 
 func newConvGeom(b, h, w, ci, co, s int) convGeom {
 	g := convGeom{B: b, H: h, W: w, Ci: ci, Co: co, S: s, Ho: (h-1)/s + 1, Wo: (w-1)/s + 1, K: 9 * ci}
-	g.nb = max(1, colBudget/(g.Ho*g.Wo*g.K))
+	// Stride 1 backward also takes dy's columns (9·Co wide) for dx.
+	g.nb = max(1, colBudget/(g.Ho*g.Wo*max(g.K, 9*co)))
 	return g
 }
 
@@ -98,6 +99,8 @@ func col2im[T Float](g *convGeom, col, dx []T, b0, b1 int) {
 type convState[T Float] struct {
 	g    convGeom
 	wk   []T   // [Co, K], (ky, kx, ci) order
+	wt   []T   // [Ci, 9·Co]: wk flipped and transposed, for stride-1 dx
+	bv   [][]T // per worker [Co]: bias plus the sample's embedding
 	dwk  [][]T // per worker [Co, K]
 	db   [][]T // per worker [Co]
 	dadd []T   // [B, Co]
@@ -111,6 +114,19 @@ func permuteW[T Float](wk, w []T, co, ci int) {
 		for c := 0; c < ci; c++ {
 			for t := 0; t < 9; t++ {
 				dst[t*ci+c] = src[c*9+t]
+			}
+		}
+	}
+}
+
+// flipW sets wt[ci][(t, co)] = wk[co][(8−t, ci)]: the kernel of dx = conv(dy, ·)
+// for a stride-1 convolution, t = 3·ky + kx.
+func flipW[T Float](wt, wk []T, co, ci int) {
+	for c := 0; c < ci; c++ {
+		dst := wt[c*9*co : (c+1)*9*co]
+		for t := 0; t < 9; t++ {
+			for o := 0; o < co; o++ {
+				dst[t*co+o] = wk[o*9*ci+(8-t)*ci+c]
 			}
 		}
 	}
@@ -138,7 +154,11 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 	g := &st.g
 	st.wk = make([]T, co*g.K)
 	ws := b.ws
-	ws.reserve(g.nb * g.Ho * g.Wo * g.K)
+	ws.reserve(g.nb * g.Ho * g.Wo * max(g.K, 9*co))
+	st.bv = make([][]T, ws.nw)
+	for i := range st.bv {
+		st.bv[i] = make([]T, co)
+	}
 	hw := g.Ho * g.Wo
 	inputs := []*gorgonia.Node{x, b.param(name + ".weight"), b.param(name + ".bias")}
 	iAdd, iRes := -1, -1
@@ -160,17 +180,24 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 				col := ws.get(w, m*g.K)
 				im2col(g, x, col, c0, c1)
 				yc := y[c0*hw*co : c1*hw*co]
+				bv := st.bv[w]
 				for s := c0; s < c1; s++ {
+					copy(bv, bias)
+					if iAdd >= 0 {
+						addTo(bv, in[iAdd][s*co:(s+1)*co])
+					}
 					ys := yc[(s-c0)*hw*co : (s-c0+1)*hw*co]
 					if iRes >= 0 {
-						copy(ys, in[iRes][s*hw*co:(s+1)*hw*co])
+						rs := in[iRes][s*hw*co : (s+1)*hw*co]
+						for p := 0; p < hw; p++ {
+							yr, rr := ys[p*co:(p+1)*co], rs[p*co:(p+1)*co]
+							for j, v := range bv {
+								yr[j] = rr[j] + v
+							}
+						}
 					} else {
-						clear(ys)
-					}
-					for p := 0; p < hw; p++ {
-						addTo(ys[p*co:(p+1)*co], bias)
-						if iAdd >= 0 {
-							addTo(ys[p*co:(p+1)*co], in[iAdd][s*co:(s+1)*co])
+						for p := 0; p < hw; p++ {
+							copy(ys[p*co:(p+1)*co], bv)
 						}
 					}
 				}
@@ -203,8 +230,13 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 	if hasAdd {
 		st.dadd = make([]T, g.B*co)
 	}
+	var gd convGeom // dy's geometry, for stride-1 dx as a convolution of dy
 	if needDx {
 		st.dx = make([]T, g.B*g.H*g.W*g.Ci)
+		if g.S == 1 {
+			st.wt = make([]T, g.Ci*9*co)
+			gd = newConvGeom(g.B, g.Ho, g.Wo, co, g.Ci, 1)
+		}
 	}
 	dbias := b.gradOf(name + ".bias")
 	if dbias == nil {
@@ -212,6 +244,9 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 	}
 	bwd := func(dw []T, in [][]T) {
 		x, dy := in[0], in[1]
+		if st.wt != nil {
+			flipW(st.wt, st.wk, co, g.Ci)
+		}
 		parallel(g.B, ws.nw, func(w, lo, hi int) {
 			dwk, db := st.dwk[w], st.db[w]
 			clear(dwk)
@@ -219,7 +254,7 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 			for c0 := lo; c0 < hi; c0 += g.nb {
 				c1 := min(c0+g.nb, hi)
 				m := (c1 - c0) * hw
-				col := ws.get(w, m*g.K)
+				col := ws.get(w, m*max(g.K, 9*co))
 				dyc := dy[c0*hw*co : c1*hw*co]
 				for s := c0; s < c1; s++ {
 					if hasAdd {
@@ -231,12 +266,18 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 						}
 					}
 				}
-				im2col(g, x, col, c0, c1)
-				gemmT(true, false, co, g.K, m, 1, dyc, co, col, g.K, 1, dwk, g.K)
-				if needDx {
-					gemmT(false, false, m, g.K, co, 1, dyc, co, st.wk, g.K, 0, col, g.K)
+				im2col(g, x, col[:m*g.K], c0, c1)
+				gemmT(true, false, co, g.K, m, 1, dyc, co, col[:m*g.K], g.K, 1, dwk, g.K)
+				switch {
+				case needDx && g.S == 1:
+					// dx = conv(dy, W flipped): a copy-only im2col and one GEMM
+					// instead of col2im's scatter-add.
+					im2col(&gd, dy, col[:m*gd.K], c0, c1)
+					gemmT(false, true, m, g.Ci, gd.K, 1, col[:m*gd.K], gd.K, st.wt, gd.K, 0, st.dx[c0*g.H*g.W*g.Ci:c1*g.H*g.W*g.Ci], g.Ci)
+				case needDx:
+					gemmT(false, false, m, g.K, co, 1, dyc, co, st.wk, g.K, 0, col[:m*g.K], g.K)
 					clear(st.dx[c0*g.H*g.W*g.Ci : c1*g.H*g.W*g.Ci])
-					col2im(g, col, st.dx, c0, c1)
+					col2im(g, col[:m*g.K], st.dx, c0, c1)
 				}
 			}
 		})
