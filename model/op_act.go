@@ -19,7 +19,14 @@ func is32[T Float]() bool {
 // run on every activation.
 func expBatch(v []float32) {
 	for i, x := range v {
-		x = min(max(x, -87), 88)
+		// Plain comparisons: the min and max built-ins order NaNs and
+		// signed zeros, which costs branches on every value.
+		if x < -87 {
+			x = -87
+		}
+		if x > 88 {
+			x = 88
+		}
 		// Adding and subtracting 1.5·2²³ rounds to the nearest integer.
 		kf := (x*1.44269504088896341 + 12582912) - 12582912
 		r := x - kf*0.693359375 - kf*(-2.12194440e-4)
@@ -103,10 +110,11 @@ func softplusRun[T Float](sig []T) func(y []T, in [][]T) {
 			expBatch(s32)
 			for i, v := range x32 {
 				e := s32[i]
-				y32[i] = max(v, 0) + log1p32(e)
 				if v >= 0 {
+					y32[i] = v + log1p32(e)
 					s32[i] = 1 / (1 + e)
 				} else {
+					y32[i] = log1p32(e)
 					s32[i] = e / (1 + e)
 				}
 			}

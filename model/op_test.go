@@ -289,3 +289,17 @@ func ExampleParamsOf_Tensor() {
 	fmt.Println(len(w), n.Params().Shapes[0])
 	// Output: 384 [128 3]
 }
+
+func BenchmarkExpBatch(b *testing.B) {
+	v := make([]float32, 4096)
+	for i := range v {
+		v[i] = float32(i%200)/10 - 10
+	}
+	b.SetBytes(int64(4 * len(v)))
+	for i := 0; i < b.N; i++ {
+		expBatch(v)
+		for j := range v {
+			v[j] = float32(j%200)/10 - 10
+		}
+	}
+}
