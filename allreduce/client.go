@@ -48,14 +48,14 @@ func (r *Ring) peer(addr string) (*peer, error) {
 }
 
 // send sends m on the stream to p, opening it if needed. On error the stream is reset.
-func (r *Ring) send(p *peer, m *ringpb.Piece) error {
+func (r *Ring) send(p *peer, m *outPiece) error {
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
 	s, gen, err := r.openStream(p)
 	if err != nil {
 		return err
 	}
-	if err := s.Send(m); err != nil {
+	if err := s.SendMsg(m); err != nil {
 		p.reset(gen)
 		if errors.Is(err, io.EOF) {
 			err = errors.New("stream closed by neighbour")
@@ -85,7 +85,7 @@ func (r *Ring) openStream(p *peer) (ringpb.Ring_PipeClient, uint64, error) {
 	p.cancel = cancel // lets reset unblock the connection wait below
 	p.mu.Unlock()
 
-	s, err := p.client.Pipe(ctx)
+	s, err := p.client.Pipe(ctx, grpc.CallContentSubtype(wireCodecName))
 
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -284,8 +285,12 @@ func resize(b []byte, n int) []byte {
 func quantize(q Quant, out []byte, src, resid []float32) {
 	switch q {
 	case QuantNone:
-		for i, v := range src {
-			binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+		if littleEndian {
+			copy(out, floatBytes(src))
+		} else {
+			for i, v := range src {
+				binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+			}
 		}
 		clear(resid)
 	case QuantBF16:
@@ -329,6 +334,13 @@ func quantize(q Quant, out []byte, src, resid []float32) {
 			}
 		}
 	}
+}
+
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// floatBytes is the memory of x as bytes (little-endian float32 on little-endian machines).
+func floatBytes(x []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x))
 }
 
 // toBF16 rounds to nearest even, keeping NaNs NaN.
@@ -383,12 +395,20 @@ func dequantize(q Quant, dst []float32, raw []byte, stride int, add bool) error 
 			}
 			return nil
 		}
-		for i := range dst {
-			v := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-			if add {
-				dst[i] += v
-			} else {
-				dst[i] = v
+		raw = raw[:4*n]
+		switch {
+		case littleEndian && !add:
+			copy(floatBytes(dst), raw)
+		case littleEndian && uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%4 == 0:
+			addFloats(dst, unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(raw))), n))
+		default:
+			for i := range dst {
+				v := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+				if add {
+					dst[i] += v
+				} else {
+					dst[i] = v
+				}
 			}
 		}
 	case QuantBF16:

@@ -236,3 +236,25 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestAddFloats(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{0, 1, 31, 32, 33, 100, 1000} {
+		a, b := gradient(rng, n), gradient(rng, n)
+		got := append([]float32(nil), a...)
+		addFloats(got, b)
+		for i := range a {
+			if want := a[i] + b[i]; math.Float32bits(got[i]) != math.Float32bits(want) {
+				t.Fatalf("n=%d [%d]: %g, want %g", n, i, got[i], want)
+			}
+		}
+	}
+}
+
+func BenchmarkAddFloats(b *testing.B) {
+	dst, src := make([]float32, 64<<10), make([]float32, 64<<10)
+	b.SetBytes(4 << 16)
+	for b.Loop() {
+		addFloats(dst, src)
+	}
+}

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/grpc/mem"
 
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
@@ -201,9 +201,8 @@ type ringOp struct {
 	pbase []int // index of chunk c's first piece among all pieces
 	sends int
 	recvs int
-	seen  []bool // per phase and piece: received
-	out   ringpb.Piece
-	ebuf  []byte
+	seen  []bool   // per phase and piece: received
+	out   outPiece // reused: gRPC has encoded it when SendMsg returns
 	res   Result
 	// sending is set while a send is in progress, which only the stream's end can interrupt.
 	sending atomic.Bool
@@ -245,9 +244,7 @@ func (a *ringOp) residual(lo, hi int) []float32 {
 
 func (a *ringOp) run(ctx context.Context) error {
 	for p := range a.pieces(a.rank) {
-		lo, hi := a.span(a.rank, p)
-		a.ebuf = a.enc.Encode(a.ebuf[:0], a.buf[lo:hi], a.residual(lo, hi))
-		if err := a.send(ringpb.Phase_PHASE_REDUCE_SCATTER, a.rank, p, a.ebuf); err != nil {
+		if err := a.encodeSend(ringpb.Phase_PHASE_REDUCE_SCATTER, a.rank, p); err != nil {
 			return err
 		}
 	}
@@ -266,11 +263,12 @@ func (a *ringOp) run(ctx context.Context) error {
 	return nil
 }
 
-func (a *ringOp) handle(m *ringpb.Piece) error {
+func (a *ringOp) handle(in *inPiece) error {
+	m := &in.Piece
 	if h := a.r.testHookPiece; h != nil {
 		h(m)
 	}
-	a.res.WireBytesReceived += int64(proto.Size(m))
+	a.res.WireBytesReceived += int64(in.wireSize())
 	c, p := int(m.Chunk), int(m.Piece)
 	bad := func(format string, args ...any) error {
 		return &PeerError{Peer: a.left, Err: fmt.Errorf("op %v: %w: "+format, append([]any{a.key, ErrCorrupt}, args...)...)}
@@ -291,20 +289,16 @@ func (a *ringOp) handle(m *ringpb.Piece) error {
 			return bad("unexpected reduce-scatter piece %d of chunk %d", p, c)
 		}
 		a.seen[idx] = true
-		if err := a.dec.DecodeAdd(a.buf[lo:hi], m.Payload); err != nil {
+		err := a.dec.DecodeAdd(a.buf[lo:hi], m.Payload)
+		in.release()
+		if err != nil {
 			return bad("reduce-scatter piece %d of chunk %d: %v", p, c, err)
 		}
-		a.ebuf = a.enc.Encode(a.ebuf[:0], a.buf[lo:hi], a.residual(lo, hi))
 		if c != a.owned() {
-			return a.send(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p, a.ebuf)
+			return a.encodeSend(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p)
 		}
 		// The sum is complete: every member, this one included, takes the decoded encoding.
-		if a.op.Codec.Lossy() {
-			if err := a.dec.Decode(a.buf[lo:hi], a.ebuf); err != nil {
-				return fmt.Errorf("allreduce: op %v: decode own piece: %w", a.key, err)
-			}
-		}
-		return a.send(ringpb.Phase_PHASE_ALL_GATHER, c, p, a.ebuf)
+		return a.encodeSend(ringpb.Phase_PHASE_ALL_GATHER, c, p)
 	case ringpb.Phase_PHASE_ALL_GATHER:
 		idx += a.pbase[a.n]
 		if c == a.owned() || a.seen[idx] {
@@ -315,33 +309,45 @@ func (a *ringOp) handle(m *ringpb.Piece) error {
 			return bad("all-gather piece %d of chunk %d: %v", p, c, err)
 		}
 		if c == (a.rank+2)%a.n {
+			in.release()
 			return nil // the right neighbour owns it
 		}
-		return a.sendMsg(m)
+		// Forwarded as received: the bytes the owner encoded go all the way round.
+		return a.send(ringpb.Phase_PHASE_ALL_GATHER, c, p, in.forward())
 	default:
 		return bad("phase %v", m.Phase)
 	}
 }
 
-func (a *ringOp) send(phase ringpb.Phase, c, p int, payload []byte) error {
-	a.out = ringpb.Piece{
-		Run: a.key.run, Epoch: a.key.epoch, Step: a.key.step,
-		Phase: phase, Chunk: uint32(c), Piece: uint32(p),
-		Codec: a.op.Codec.wireID(), Length: uint64(len(a.buf)), Payload: payload,
+// encodeSend encodes piece p of chunk c and sends it; in the all-gather phase (this member
+// owns c) the buffer is replaced by the decoded encoding first.
+func (a *ringOp) encodeSend(phase ringpb.Phase, c, p int) error {
+	lo, hi := a.span(c, p)
+	raw := a.op.Codec.rawSize(hi - lo)
+	b := payloadPool.Get(raw + raw/64 + 256) // room for incompressible input
+	*b = a.enc.Encode((*b)[:0], a.buf[lo:hi], a.residual(lo, hi))
+	if phase == ringpb.Phase_PHASE_ALL_GATHER && a.op.Codec.Lossy() {
+		if err := a.dec.Decode(a.buf[lo:hi], *b); err != nil {
+			return fmt.Errorf("allreduce: op %v: decode own piece: %w", a.key, err)
+		}
 	}
-	return a.sendMsg(&a.out)
+	return a.send(phase, c, p, mem.NewBuffer(b, payloadPool))
 }
 
-func (a *ringOp) sendMsg(m *ringpb.Piece) error {
+func (a *ringOp) send(phase ringpb.Phase, c, p int, payload mem.Buffer) error {
+	h := &a.out.Piece
+	h.Run, h.Epoch, h.Step = a.key.run, a.key.epoch, a.key.step
+	h.Phase, h.Chunk, h.Piece = phase, uint32(c), uint32(p)
+	h.Codec, h.Length = a.op.Codec.wireID(), uint64(len(a.buf))
+	a.out.payload = payload
+	size := a.out.wireSize()
 	a.sending.Store(true)
-	err := a.r.send(a.peer, m)
-	if err == nil {
-		a.sending.Store(false)
-	}
+	err := a.r.send(a.peer, &a.out)
 	if err != nil {
 		return &PeerError{Peer: a.right, Err: fmt.Errorf("op %v: send: %w", a.key, err)}
 	}
-	a.res.WireBytesSent += int64(proto.Size(m))
+	a.sending.Store(false)
+	a.res.WireBytesSent += int64(size)
 	a.r.mu.Lock()
 	a.st.sendsLeft--
 	a.r.mu.Unlock()

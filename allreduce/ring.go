@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
@@ -154,6 +155,7 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.ReadBufferSize(bufferSize),
 		grpc.WriteBufferSize(bufferSize),
 		grpc.MaxRecvMsgSize(MaxChunkBytes + 1<<16),
+		experimental.BufferPool(payloadPool),
 	}
 }
 
@@ -168,6 +170,7 @@ func dialOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(2 * windowSize),
 		grpc.WithReadBufferSize(bufferSize),
 		grpc.WithWriteBufferSize(bufferSize),
+		experimental.WithBufferPool(payloadPool),
 	}
 }
 
@@ -280,7 +283,7 @@ type opState struct {
 }
 
 type item struct {
-	m   *ringpb.Piece
+	m   *inPiece
 	eof error // the stream from the left neighbour ended
 }
 

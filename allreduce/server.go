@@ -52,8 +52,8 @@ func (r *Ring) receive(stream ringpb.Ring_PipeServer, from string) error {
 	via := r.streams
 	r.mu.Unlock()
 	for {
-		m, err := stream.Recv()
-		if err != nil {
+		m := &inPiece{}
+		if err := stream.RecvMsg(m); err != nil {
 			r.leftEnded(via, from, err)
 			if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled || errors.Is(err, io.EOF) {
 				return nil
@@ -73,7 +73,7 @@ func (r *Ring) receive(stream ringpb.Ring_PipeServer, from string) error {
 }
 
 // deliver queues m for its operation, or returns the refusal to send back.
-func (r *Ring) deliver(k opKey, m *ringpb.Piece, via uint64) *ringpb.Refusal {
+func (r *Ring) deliver(k opKey, m *inPiece, via uint64) *ringpb.Refusal {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
