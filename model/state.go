@@ -53,7 +53,10 @@ func (s *State) Apply(gradSum []float32, batch int) (float64, error) {
 		return norm, fmt.Errorf("model: apply step %d: %w", s.Adam.Step+1, err)
 	}
 	if s.EMA != nil {
-		EMA(s.EMA, s.Params, s.decay)
+		// Warm up the decay, (1+t)/(10+t) capped at the configured value, so
+		// that a short run's EMA is not dominated by the initial weights.
+		t := float64(s.Adam.Step)
+		EMA(s.EMA, s.Params, min(s.decay, (1+t)/(10+t)))
 	}
 	return norm, nil
 }

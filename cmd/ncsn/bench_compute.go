@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/ncsn/ncsn/model"
+)
+
+func init() {
+	benchCommands["compute"] = benchCompute
+}
+
+func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench compute", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	netName := fs.String("net", "", "mlp or unet (default: the three workloads of shared/bench/torch_ref.py: mlp b512, unet b64, unet b128)")
+	batch := fs.Int("batch", 0, "batch size (default 512 for mlp, 64 for unet)")
+	iters := fs.Int("iters", 10, "timed steps (×20 for mlp when --net is not given, as torch_ref.py does)")
+	threads := fs.Int("threads", 0, "GOMAXPROCS (default: all cores)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ncsn bench compute [--net mlp|unet] [--batch B] [--iters N] [--threads T]\n\nTimes one DSM training step (forward, backward, flat gradient) and prints one JSON line per workload.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *threads > 0 {
+		runtime.GOMAXPROCS(*threads)
+	}
+	type work struct {
+		net   string
+		batch int
+		iters int
+	}
+	var todo []work
+	switch *netName {
+	case "":
+		todo = []work{{"mlp", 512, *iters * 20}, {"unet", 64, *iters}, {"unet", 128, *iters}}
+	case "mlp", "unet":
+		b := *batch
+		if b == 0 {
+			b = map[string]int{"mlp": 512, "unet": 64}[*netName]
+		}
+		todo = []work{{*netName, b, *iters}}
+	default:
+		return usageError{fmt.Errorf("--net %q: want mlp or unet", *netName)}
+	}
+	enc := json.NewEncoder(stdout)
+	summary := map[string]float64{}
+	for _, w := range todo {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		shape := []int{2}
+		if w.net == "unet" {
+			shape = []int{1, 28, 28}
+		}
+		r, err := model.BenchStep(model.Config{Arch: w.net}, shape, w.batch, w.iters)
+		if err != nil {
+			return err
+		}
+		if err := enc.Encode(r); err != nil {
+			return err
+		}
+		summary[fmt.Sprintf("%s_b%d_samples_per_sec", r.Net, r.Batch)] = r.SamplesPerSec
+	}
+	return enc.Encode(map[string]any{"summary": summary})
+}

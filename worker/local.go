@@ -1,0 +1,181 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/internal/data"
+	"github.com/ncsn/ncsn/model"
+)
+
+// StepInfo describes one applied step, for progress displays and metrics.
+type StepInfo struct {
+	Step, Total   int64 // steps applied so far, of Total
+	Loss          float64
+	PerLevel      []float64 // mean loss per σ level (0 where no sample fell)
+	GradNorm      float64
+	SamplesPerSec float64
+	Workers       int
+}
+
+// LocalConfig configures a single-process run.
+type LocalConfig struct {
+	Run config.Config
+	// Out is the run folder: checkpoints go to Out/checkpoints. A run
+	// resumes from the newest checkpoint there that verifies.
+	Out    string
+	Logger *slog.Logger
+	// OnStep, if set, is called after every step.
+	OnStep func(StepInfo)
+}
+
+// Local trains in one process: the same Trainer and update as a
+// distributed worker, with the whole global batch as its slice.
+type Local struct {
+	cfg     LocalConfig
+	net     *model.Net
+	state   *model.State
+	trainer *Trainer
+	ckpt    *model.CheckpointDir
+	sigmas  []float64
+	log     *slog.Logger
+}
+
+// NewLocal opens the data, builds the model and resumes from the newest
+// checkpoint in cfg.Out, if any.
+func NewLocal(cfg LocalConfig) (*Local, error) {
+	rc := cfg.Run
+	if err := rc.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Out == "" {
+		return nil, errors.New("worker: local run needs an output folder")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	train, _, err := data.Open(rc.Data, rc.Run.Seed)
+	if err != nil {
+		return nil, err
+	}
+	batches, err := data.NewSampler(train, rc.Train.GlobalBatch, rc.Run.Seed, rc.Data.Dequantize)
+	if err != nil {
+		return nil, err
+	}
+	net, err := model.New(rc.Model, train.Shape())
+	if err != nil {
+		return nil, err
+	}
+	net.Init(rc.Run.Seed)
+	state, err := model.NewState(net.Params().Data, rc.Train.AdamConfig, rc.Train.EMA)
+	if err != nil {
+		return nil, err
+	}
+	sigmas := rc.Noise.Sigmas()
+	tr, err := NewTrainer(TrainerConfig{Net: net, Batches: batches, Seed: rc.Run.Seed, Sigmas: sigmas, Dim: data.Size(train)})
+	if err != nil {
+		return nil, err
+	}
+	l := &Local{
+		cfg: cfg, net: net, state: state, trainer: tr, sigmas: sigmas, log: log,
+		ckpt: &model.CheckpointDir{Dir: filepath.Join(cfg.Out, "checkpoints"), Keep: rc.Run.Keep, Logger: log},
+	}
+	c, path, err := l.ckpt.Latest(net.Params())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, err
+	default:
+		stored, err := config.FromJSON([]byte(c.Meta[model.MetaConfig]))
+		if err != nil {
+			return nil, fmt.Errorf("worker: resume from %s: %w", path, err)
+		}
+		if string(stored.JSON()) != string(rc.JSON()) {
+			return nil, fmt.Errorf("worker: %s was written by a run with another config; use another --out or the same config", path)
+		}
+		if err := c.Restore(state); err != nil {
+			return nil, fmt.Errorf("worker: resume from %s: %w", path, err)
+		}
+		log.Info("resumed", "checkpoint", path, "step", c.Step)
+	}
+	return l, nil
+}
+
+// Net is the trained network; its parameters are the run's current ones.
+func (l *Local) Net() *model.Net { return l.net }
+
+// State is the run's state (parameters, EMA, Adam, step).
+func (l *Local) State() *model.State { return l.state }
+
+// Run trains until run.steps, checkpointing every run.checkpoint_every steps
+// and at the end. A cancelled run writes a checkpoint of its last step first,
+// so it loses nothing.
+func (l *Local) Run(ctx context.Context) error {
+	rc := l.cfg.Run
+	B := rc.Train.GlobalBatch
+	grad := make([]float32, len(l.state.Params))
+	stats := model.NewLossStats(len(l.sigmas))
+	start, t0 := l.state.Step(), time.Now()
+	for l.state.Step() < rc.Run.Steps {
+		if err := ctx.Err(); err != nil {
+			if l.state.Step() > start {
+				if _, serr := l.checkpoint(); serr != nil {
+					return errors.Join(err, serr)
+				}
+			}
+			return err
+		}
+		step := l.state.Step()
+		stats.Reset()
+		if err := l.trainer.Compute(uint64(step), 0, B, grad, stats); err != nil {
+			return err
+		}
+		norm, err := l.state.Apply(grad, B)
+		if err != nil {
+			return err
+		}
+		done := l.state.Step()
+		info := StepInfo{
+			Step: done, Total: rc.Run.Steps, Loss: stats.Mean(), PerLevel: stats.PerLevel(), GradNorm: norm, Workers: 1,
+			SamplesPerSec: float64((done-start)*int64(B)) / time.Since(t0).Seconds(),
+		}
+		if l.cfg.OnStep != nil {
+			l.cfg.OnStep(info)
+		}
+		if done%rc.Run.LogEvery == 0 || done == rc.Run.Steps {
+			l.log.Info("step", "step", done, "of", rc.Run.Steps, "loss", info.Loss, "grad_norm", norm, "samples_per_sec", info.SamplesPerSec)
+		}
+		if done%rc.Run.CheckpointEvery == 0 || done == rc.Run.Steps {
+			if _, err := l.checkpoint(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (l *Local) checkpoint() (string, error) {
+	rc := l.cfg.Run
+	meta := map[string]string{
+		model.MetaConfig:       string(rc.JSON()),
+		model.MetaSeed:         strconv.FormatUint(rc.Run.Seed, 10),
+		model.MetaDataPosition: strconv.FormatInt(l.state.Step()*int64(rc.Train.GlobalBatch), 10),
+	}
+	path, err := l.ckpt.Save(model.NewCheckpoint(l.net.Params(), l.state, meta))
+	if err != nil {
+		return "", err
+	}
+	l.log.Info("checkpoint", "path", path, "step", l.state.Step())
+	return path, nil
+}
+
+// Close releases the trainer's buffers. It is idempotent.
+func (l *Local) Close() error { return l.trainer.Close() }

@@ -1,0 +1,102 @@
+// Package worker owns the training loop: a slice of the global batch →
+// the score model's DSM gradient → (all-reduce) → optimizer step. The same
+// Trainer serves the single-process run and the distributed worker.
+package worker
+
+import (
+	"fmt"
+
+	"github.com/ncsn/ncsn/model"
+)
+
+// Batches gives the examples of a step's global batch by position.
+type Batches interface {
+	// Fill writes the examples at global positions lo…hi−1 of step into dst.
+	Fill(step uint64, lo, hi int, dst []float32) error
+}
+
+// Trainer computes one worker's share of a step: the SUM of per-sample DSM
+// gradients over its slice of the global batch, and the slice's loss sums per
+// σ level. Buffers are reused across steps; it is used by one goroutine.
+type Trainer struct {
+	net     *model.Net
+	batches Batches
+	noise   model.Noise
+	dim     int
+
+	grads  map[int]*model.Grad
+	x, z   []float32
+	sigma  []float32
+	losses []float32
+	level  []int
+}
+
+// TrainerConfig wires a Trainer.
+type TrainerConfig struct {
+	Net     *model.Net
+	Batches Batches
+	Seed    uint64
+	Sigmas  []float64
+	// Dim is the number of values per example.
+	Dim int
+}
+
+// NewTrainer validates cfg.
+func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
+	if cfg.Net == nil || cfg.Batches == nil || len(cfg.Sigmas) == 0 || cfg.Dim < 1 {
+		return nil, fmt.Errorf("worker: trainer: need a net, batches, σ levels and dim (got dim %d, %d levels)", cfg.Dim, len(cfg.Sigmas))
+	}
+	return &Trainer{
+		net:     cfg.Net,
+		batches: cfg.Batches,
+		noise:   model.Noise{Seed: cfg.Seed, Sigmas: cfg.Sigmas},
+		dim:     cfg.Dim,
+		grads:   map[int]*model.Grad{},
+	}, nil
+}
+
+// Compute writes into grad the sum of the per-sample gradients over global
+// positions lo…hi−1 of step (zero for an empty slice) and adds the slice's
+// losses to stats.
+func (t *Trainer) Compute(step uint64, lo, hi int, grad []float32, stats model.LossStats) error {
+	n := hi - lo
+	if n <= 0 {
+		clear(grad)
+		return nil
+	}
+	g, ok := t.grads[n]
+	if !ok {
+		var err error
+		if g, err = t.net.NewGrad(n); err != nil {
+			return fmt.Errorf("worker: gradient for batch %d: %w", n, err)
+		}
+		t.grads[n] = g
+	}
+	if cap(t.x) < n*t.dim {
+		t.x = make([]float32, n*t.dim)
+		t.z = make([]float32, n*t.dim)
+		t.sigma = make([]float32, n)
+		t.losses = make([]float32, n)
+		t.level = make([]int, n)
+	}
+	x, z := t.x[:n*t.dim], t.z[:n*t.dim]
+	sigma, losses, level := t.sigma[:n], t.losses[:n], t.level[:n]
+	if err := t.batches.Fill(step, lo, hi, x); err != nil {
+		return fmt.Errorf("worker: step %d: %w", step, err)
+	}
+	t.noise.Draw(step, lo, level, sigma, z)
+	if err := g.Run(x, z, sigma, grad, losses); err != nil {
+		return fmt.Errorf("worker: step %d: %w", step, err)
+	}
+	stats.Add(level, losses)
+	return nil
+}
+
+// Close releases the per-batch-size gradient machines.
+func (t *Trainer) Close() error {
+	for n, g := range t.grads {
+		g.Close()
+		delete(t.grads, n)
+	}
+	return nil
+}
