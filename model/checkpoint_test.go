@@ -159,4 +159,3 @@ func TestCheckpointWriteFaults(t *testing.T) {
 		})
 	}
 }
-
