@@ -419,3 +419,65 @@ func TestFloat32MatchesFloat64(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentGrads: Grad and Scorer objects of one network run at the same
+// time (sharing the parameters) and still give their sequential results.
+func TestConcurrentGrads(t *testing.T) {
+	n, err := New(smallUNet, []int{1, 8, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Init(6)
+	np := len(n.Params().Data)
+	type job struct {
+		g          *Grad
+		s          *Scorer
+		x, z, sg   []float32
+		grad, loss []float32
+	}
+	var jobs []*job
+	for _, bs := range []int{2, 3, 5} {
+		g, err := n.NewGrad(bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		s, err := n.NewScorer(bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		x, z, sg := batchData[float32](uint64(bs), bs, 64)
+		j := &job{g: g, s: s, x: x, z: z, sg: sg, grad: make([]float32, np), loss: make([]float32, bs)}
+		if err := g.Run(x, z, sg, j.grad, j.loss); err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	errc := make(chan error, 2*len(jobs))
+	for _, j := range jobs {
+		go func() {
+			grad, loss := make([]float32, np), make([]float32, len(j.loss))
+			var err error
+			for i := 0; i < 3 && err == nil; i++ {
+				if err = j.g.Run(j.x, j.z, j.sg, grad, loss); err == nil && (!slices.Equal(grad, j.grad) || !slices.Equal(loss, j.loss)) {
+					err = errors.New("concurrent run differs from sequential")
+				}
+			}
+			errc <- err
+		}()
+		go func() {
+			out := make([]float32, len(j.x))
+			var err error
+			for i := 0; i < 3 && err == nil; i++ {
+				err = j.s.Score(j.x, j.sg, out)
+			}
+			errc <- err
+		}()
+	}
+	for range 2 * len(jobs) {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
