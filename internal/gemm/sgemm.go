@@ -10,9 +10,9 @@ import (
 type kernel struct {
 	name   string
 	mr, nr int // register tile: mr rows of A × nr columns of B
-	kc     int // depth of one packed block (A micro-panel + B micro-panel fit L1)
-	mc     int // rows of A packed per block (fits L2); multiple of mr
-	nc     int // columns of B packed per block; multiple of nr
+	kc     int // depth of a packed block: a B micro-panel (kc×nr) stays in L1
+	mc     int // rows of A per packed block (mc×kc, in L2); multiple of mr
+	nc     int // columns of B per packed block (kc×nc, in L2); multiple of nr
 	// micro computes the mr×nr tile c = alpha·a·b + beta·c over kc steps,
 	// from an A micro-panel (mr values per step) and a B micro-panel (nr per
 	// step). c is not read when beta == 0.
