@@ -62,7 +62,14 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		params = l.State().Params
 	}
 	log.Info("sampling", "n", rc.Run.Samples, "sampler", "annealed", "steps_per_level", rc.Sample.StepsPerLevel)
-	x, err := samples.Draw(ctx, rc, params, samples.Options{N: rc.Run.Samples, Seed: rc.Run.Seed, Sample: rc.Sample})
+	next := 0
+	progress := func(done, total int) {
+		if pct := 100 * done / total; pct >= next {
+			log.Info("sampling", "done_pct", pct)
+			next = pct/10*10 + 10
+		}
+	}
+	x, err := samples.Draw(ctx, rc, params, samples.Options{N: rc.Run.Samples, Seed: rc.Run.Seed, Sample: rc.Sample, Progress: progress})
 	if err != nil {
 		return err
 	}

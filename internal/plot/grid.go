@@ -29,8 +29,8 @@ func Grid(x []float32, n, c, h, w, cols, scale int) (*image.RGBA, error) {
 	const pad = 2
 	W, H := cols*(w*scale+pad)+pad, rows*(h*scale+pad)+pad
 	img := image.NewRGBA(image.Rect(0, 0, W, H))
-	for i := range img.Pix {
-		img.Pix[i] = 0x40
+	for i := 0; i < len(img.Pix); i += 4 {
+		img.Pix[i], img.Pix[i+1], img.Pix[i+2], img.Pix[i+3] = 0x40, 0x40, 0x40, 0xff
 	}
 	px := func(v float32) uint8 {
 		if math.IsNaN(float64(v)) {

@@ -18,6 +18,9 @@ func TestGrid(t *testing.T) {
 	if b := img.Bounds(); b.Dx() != 2*(6+2)+2 || b.Dy() != 6+4 {
 		t.Fatalf("bounds %v", b)
 	}
+	if c := img.RGBAAt(0, 0); c.A != 255 || c.R != 0x40 {
+		t.Fatalf("border pixel %v, want opaque grey", c)
+	}
 	if c := img.RGBAAt(2, 2); c.R != 0 {
 		t.Fatalf("first image pixel %v, want black", c)
 	}
