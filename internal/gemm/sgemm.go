@@ -54,21 +54,19 @@ func sgemm(kern *kernel, threads int, transA, transB bool, m, n, k int, alpha fl
 	}
 
 	// Cut one dimension into chunks that goroutines take in turn, so a core
-	// slowed by other work (or by another Sgemm) takes fewer. Columns are
-	// preferred: a chunk of columns repacks only A, which the run loop repacks
-	// per column block anyway, while a chunk of rows repacks all of B.
+	// slowed by other work (or by another Sgemm) takes fewer. Each chunk of
+	// columns packs A again and each chunk of rows packs B again, beyond what
+	// one goroutine would pack; cut the way that repacks less.
 	j := &w0.job
 	j.p, j.kern = p, kern
-	j.splitN = (n+kern.nr-1)/kern.nr >= 2*threads || n >= m
-	dim, unit, limit := m, kern.mr, kern.mc
+	nChunk, nChunks := chunking(n, kern.nr, kern.nc, threads)
+	mChunk, mChunks := chunking(m, kern.mr, kern.mc, threads)
+	serialA := (n + kern.nc - 1) / kern.nc // times one goroutine packs A
+	j.splitN = m*(nChunks-min(nChunks, serialA)) <= n*(mChunks-1)
+	j.chunk, j.chunks = mChunk, mChunks
 	if j.splitN {
-		dim, unit, limit = n, kern.nr, kern.nc
+		j.chunk, j.chunks = nChunk, nChunks
 	}
-	j.chunk = balance(dim, limit, unit)
-	if dim < 2*threads*j.chunk { // too few chunks to balance: use 2 per goroutine
-		j.chunk = max(unit, (dim+2*threads-1)/(2*threads)/unit*unit)
-	}
-	j.chunks = (dim + j.chunk - 1) / j.chunk
 	j.next.Store(0)
 	parts := min(threads, j.chunks, maxParts)
 
@@ -87,6 +85,17 @@ func sgemm(kern *kernel, threads int, transA, transB bool, m, n, k int, alpha fl
 		putWorker(kern, w)
 	}
 	j.p = problem{} // drop the caller's slices
+}
+
+// chunking cuts dim into chunks of whole units (tiles) for threads
+// goroutines: cache-block sized if that gives at least two per goroutine,
+// else smaller, so that a slow goroutine can be made up for.
+func chunking(dim, unit, limit, threads int) (chunk, chunks int) {
+	chunk = balance(dim, limit, unit)
+	if dim < 2*threads*chunk {
+		chunk = max(unit, (dim+2*threads-1)/(2*threads)/unit*unit)
+	}
+	return chunk, (dim + chunk - 1) / chunk
 }
 
 // maxParts bounds the goroutines one call uses, so their workers fit an array
