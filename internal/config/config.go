@@ -301,7 +301,19 @@ func (c Config) JSON() []byte {
 
 // FromJSON reads a config stored by JSON and validates it.
 func FromJSON(b []byte) (Config, error) {
-	var c Config
+	// Keys added after the config was stored take their defaults.
+	var peek struct {
+		Data struct {
+			Name string `json:"name"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &peek); err != nil {
+		return Config{}, fmt.Errorf("config: stored config: %w", err)
+	}
+	c := Default(peek.Data.Name)
+	// The data section omits zero values (they mean "default" there), so it
+	// must start from zero, not from the defaults: dequantize=false is omitted.
+	c.Data = data.Config{}
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
 	if err := d.Decode(&c); err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,6 +108,22 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 	if string(d.JSON()) != string(c.JSON()) {
 		t.Fatalf("round trip changed the config:\n%s\n%s", c.JSON(), d.JSON())
+	}
+	// A stored false that the data section omits stays false.
+	m, err := Load("", []string{"data.name=mnist", "data.dequantize=false", "data.path=/nonexistent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := FromJSON(m.JSON()); err != nil || d.Data.Dequantize {
+		t.Fatalf("dequantize=false came back as %v (err %v)", d.Data.Dequantize, err)
+	}
+	// Keys added after a config was stored take their defaults.
+	var raw map[string]any
+	json.Unmarshal(c.JSON(), &raw)
+	delete(raw["run"].(map[string]any), "log_every")
+	old, _ := json.Marshal(raw)
+	if d, err := FromJSON(old); err != nil || d.Run.LogEvery != Default("gmm").Run.LogEvery {
+		t.Fatalf("missing key: %+v, %v", d.Run, err)
 	}
 	// YAML output is a valid input.
 	e, err := Load(write(t, string(c.YAML())), nil)

@@ -57,3 +57,29 @@ func TestCSV(t *testing.T) {
 		t.Fatalf("odd length: %v", err)
 	}
 }
+
+func TestScatterAndLossCurve(t *testing.T) {
+	img, err := Scatter([]float32{0, 0, 5, 5, 100, 100}, -8, 8, "samples", [][]float64{{5, 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The point at (5,5) is drawn in blue under the red centre mark's arm;
+	// the point at (100,100) is outside the box and not drawn anywhere.
+	c := newChart(560, 560, "", "", "", -8, 8, -8, 8, false)
+	if got := img.RGBAAt(c.px(0), c.py(0)); got != blue {
+		t.Fatalf("point at origin drawn as %v", got)
+	}
+	if got := img.RGBAAt(c.px(5)-5, c.py(5)); got != red {
+		t.Fatalf("centre mark missing: %v", got)
+	}
+	loss := make([]float64, 200)
+	for i := range loss {
+		loss[i] = 100 / float64(i+1)
+	}
+	if _, err := LossCurve(loss, "loss"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LossCurve([]float64{0, -1}, "loss"); err == nil {
+		t.Fatal("no positive values accepted")
+	}
+}

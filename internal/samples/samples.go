@@ -20,7 +20,7 @@ type Options struct {
 	Sampler string // "annealed" (default) or "langevin"
 	Sample  model.SampleConfig
 	// Batch bounds how many samples are evaluated at once (default 256 for
-	// images, all of them for 2-D points).
+	// images, 1000 for 2-D points).
 	Batch    int
 	Progress func(done, total int)
 }
@@ -47,7 +47,8 @@ func Draw(ctx context.Context, rc config.Config, params []float32, o Options) ([
 	image := len(shape) == 3
 	batch := o.Batch
 	if batch <= 0 {
-		batch = o.N
+		// Past these sizes a bigger batch only costs cache misses.
+		batch = 1000
 		if image {
 			batch = 256
 		}

@@ -1,0 +1,161 @@
+package samples
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/internal/data"
+	"github.com/ncsn/ncsn/internal/keyrand"
+	"github.com/ncsn/ncsn/model"
+)
+
+// evalTag separates the held-out loss's noise from the seed's other uses.
+const evalTag = 0x686f6c64 // "hold"
+
+// Report is what `ncsn eval` measures.
+type Report struct {
+	Dataset string `json:"dataset"`
+	Step    int64  `json:"step"`
+	Weights string `json:"weights"` // ema or raw
+	// Levels has one entry per σ level, largest σ first.
+	Levels []LevelReport `json:"levels"`
+	// Modes compares sampled mode weights with the truth (gmm only).
+	Modes []ModeReport `json:"modes,omitempty"`
+	// Samples is how many samples the mode weights were estimated from.
+	Samples int `json:"samples,omitempty"`
+}
+
+// LevelReport holds one σ level's figures.
+type LevelReport struct {
+	Sigma float64 `json:"sigma"`
+	// HeldOutLoss is the mean DSM loss ½‖σ·s(x+σz, σ) + z‖² on the held-out split.
+	HeldOutLoss float64 `json:"held_out_loss"`
+	// ScoreError is the σ²-weighted error against the analytic score (gmm only),
+	// and ScoreErrorZero the same for a model that outputs zero.
+	ScoreError     *float64 `json:"score_error,omitempty"`
+	ScoreErrorZero *float64 `json:"score_error_zero,omitempty"`
+}
+
+// ModeReport is one mixture component's weight.
+type ModeReport struct {
+	Mean    []float64 `json:"mean"`
+	Truth   float64   `json:"truth"`
+	Sampled float64   `json:"sampled"`
+}
+
+// EvalOptions selects what to measure.
+type EvalOptions struct {
+	// HeldOut is the number of held-out examples per level (default 1000, capped at the split's size).
+	HeldOut int
+	// Samples is the number of samples drawn for gmm mode weights (default 5000; 0 skips).
+	Samples int
+	Seed    uint64
+	Sample  model.SampleConfig
+	// Progress reports sampling progress.
+	Progress func(done, total int)
+}
+
+// Evaluate measures parameters params of the run rc.
+func Evaluate(ctx context.Context, rc config.Config, params []float32, o EvalOptions) (*Report, error) {
+	if o.HeldOut <= 0 {
+		o.HeldOut = 1000
+	}
+	_, test, err := data.Open(rc.Data, rc.Run.Seed)
+	if err != nil {
+		return nil, err
+	}
+	if test == nil {
+		return nil, fmt.Errorf("samples: %s has no held-out split in %s", rc.Data.Name, rc.Data.Path)
+	}
+	shape := rc.Shape()
+	net, err := model.New(rc.Model, shape)
+	if err != nil {
+		return nil, err
+	}
+	copy(net.Params().Data, params)
+	dim := data.Size(test)
+	n := min(o.HeldOut, test.Len())
+	batch := min(n, 256)
+	if len(shape) == 1 {
+		batch = n
+	}
+	sc, err := net.NewScorer(batch)
+	if err != nil {
+		return nil, err
+	}
+	defer sc.Close()
+	x := make([]float32, n*dim)
+	for i := 0; i < n; i++ {
+		test.Example(i, x[i*dim:(i+1)*dim])
+	}
+	sigmas := rc.Noise.Sigmas()
+	r := &Report{Dataset: rc.Data.Name}
+	xb, out := make([]float32, batch*dim), make([]float32, batch*dim)
+	z := make([]float32, batch*dim)
+	sig := make([]float32, batch)
+	var rng keyrand.Stream
+	for i, s := range sigmas {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		for j := range sig {
+			sig[j] = float32(s)
+		}
+		var sum float64
+		for lo := 0; lo < n; lo += batch {
+			m := min(batch, n-lo)
+			clear(xb)
+			for b := 0; b < m; b++ {
+				rng.Reset(o.Seed, evalTag, uint64(i), uint64(lo+b))
+				for j := 0; j < dim; j++ {
+					z[b*dim+j] = float32(rng.Norm())
+					xb[b*dim+j] = x[(lo+b)*dim+j] + float32(s)*z[b*dim+j]
+				}
+			}
+			if err := sc.Score(xb, sig, out); err != nil {
+				return nil, err
+			}
+			for k := 0; k < m*dim; k++ {
+				d := s*float64(out[k]) + float64(z[k])
+				sum += 0.5 * d * d
+			}
+		}
+		r.Levels = append(r.Levels, LevelReport{Sigma: s, HeldOutLoss: sum / float64(n)})
+	}
+	if rc.Data.Name != data.NameGMM {
+		return r, nil
+	}
+	g, err := rc.Data.GMM()
+	if err != nil {
+		return nil, err
+	}
+	errs, err := model.ScoreErrors(sc, batch, dim, x, sigmas, g.Score, o.Seed)
+	if err != nil {
+		return nil, err
+	}
+	for i := range errs {
+		e, z := errs[i].Error, errs[i].Baseline
+		r.Levels[i].ScoreError, r.Levels[i].ScoreErrorZero = &e, &z
+	}
+	if o.Samples == 0 {
+		return r, nil
+	}
+	xs, err := Draw(ctx, rc, params, Options{N: o.Samples, Seed: o.Seed, Sample: o.Sample, Batch: min(o.Samples, 1000), Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	counts := make([]int, g.Components())
+	p := make([]float64, g.Dim())
+	for i := 0; i < o.Samples; i++ {
+		for j := range p {
+			p[j] = float64(xs[i*g.Dim()+j])
+		}
+		counts[g.Nearest(p)]++
+	}
+	for k := range counts {
+		r.Modes = append(r.Modes, ModeReport{Mean: g.Mean(k), Truth: g.Weight(k), Sampled: float64(counts[k]) / float64(o.Samples)})
+	}
+	r.Samples = o.Samples
+	return r, nil
+}
