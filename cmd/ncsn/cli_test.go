@@ -52,7 +52,7 @@ func TestTrainSampleEval(t *testing.T) {
 		Step   int64
 		Levels []struct {
 			Sigma       float64
-			HeldOutLoss float64 `json:"held_out_loss"`
+			HeldOutLoss float64  `json:"held_out_loss"`
 			ScoreError  *float64 `json:"score_error"`
 		}
 		Modes []struct{ Truth, Sampled float64 }

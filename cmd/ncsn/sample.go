@@ -190,4 +190,3 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	return nil
 }
-
