@@ -161,6 +161,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("role", "coordinator", "run", rc.Run.ID)
+	auth.Log = log
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err

@@ -147,6 +147,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		closed: make(chan struct{}),
 	}
 	c.log = log.With("role", "worker", "addr", self)
+	auth.Log = c.log
 	return c, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -61,6 +63,8 @@ func GossipKey(secret []byte) []byte {
 type Auth struct {
 	key []byte
 	now func() time.Time
+	// Log, if set, records refused calls (the caller sees the same reason as its error).
+	Log *slog.Logger
 }
 
 // authHeader is the metadata key of the token.
@@ -112,17 +116,30 @@ func (a *Auth) check(ctx context.Context, method string) error {
 	return nil
 }
 
+func (a *Auth) refused(ctx context.Context, method string, err error) {
+	if a.Log == nil {
+		return
+	}
+	from := "unknown"
+	if p, ok := peer.FromContext(ctx); ok {
+		from = p.Addr.String()
+	}
+	a.Log.Warn("refused unauthenticated call", "method", method, "from", from, "reason", status.Convert(err).Message())
+}
+
 // ServerOptions are interceptors that refuse calls without a valid token.
 func (a *Auth) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if err := a.check(ctx, info.FullMethod); err != nil {
+				a.refused(ctx, info.FullMethod, err)
 				return nil, err
 			}
 			return h(ctx, req)
 		}),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if err := a.check(ss.Context(), info.FullMethod); err != nil {
+				a.refused(ss.Context(), info.FullMethod, err)
 				return err
 			}
 			return h(srv, ss)

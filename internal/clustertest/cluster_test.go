@@ -2,13 +2,19 @@ package clustertest
 
 import (
 	"context"
+	"errors"
 	"math"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/ncsn/ncsn/coordinator"
+	"github.com/ncsn/ncsn/internal/safetensors"
+	"github.com/ncsn/ncsn/model"
 	"github.com/ncsn/ncsn/worker"
 )
 
@@ -115,4 +121,188 @@ func hashOf(x []float32) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// TestWorkerLossAndJoin: a worker dies mid-run and the run goes on with 2; a 4th worker
+// joins mid-run and is used; no step is applied twice or skipped.
+func TestWorkerLossAndJoin(t *testing.T) {
+	rc := Config(t, "run.steps=400", "run.checkpoint_every=100", "run.log_every=50", "cluster.min_workers=2")
+	var log Log
+	lg := log.Logger(t)
+	c := StartCoordinator(t, rc, t.TempDir(), lg, CoordOptions{})
+	ws := []*Worker{StartWorker(t, c.Addr(), lg, WorkerOptions{}), StartWorker(t, c.Addr(), lg, WorkerOptions{}), StartWorker(t, c.Addr(), lg, WorkerOptions{})}
+	// Wait until all three train together.
+	for p := c.WaitStep(t, 1, runTimeout); p.Workers < 3; p = c.WaitStep(t, p.Step+1, runTimeout) {
+	}
+	p := c.WaitStep(t, 30, runTimeout)
+	t0 := time.Now()
+	ws[1].Kill()
+	after := c.WaitStep(t, p.Step+1, runTimeout)
+	for after.Workers != 2 {
+		after = c.WaitStep(t, after.Step+1, runTimeout)
+	}
+	t.Logf("kill at step %d → next commit with 2 workers (step %d) after %v", p.Step, after.Step, time.Since(t0))
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("recovery took %v, want < 10s", d)
+	}
+	ws = append(ws, StartWorker(t, c.Addr(), lg, WorkerOptions{}))
+	joined := c.WaitStep(t, after.Step+1, runTimeout)
+	for joined.Workers != 3 {
+		joined = c.WaitStep(t, joined.Step+1, runTimeout)
+	}
+	if joined.Step >= rc.Run.Steps {
+		t.Fatalf("the 4th worker was not used before the run ended")
+	}
+	t.Logf("4th worker used from step %d", joined.Step)
+	if err := c.Wait(t, runTimeout); err != nil {
+		t.Fatal(err)
+	}
+	checkSequence(t, c.Committed(), 0, rc.Run.Steps)
+	canon, _ := NewState(t, rc)
+	if err := c.Snapshot(canon); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range ws {
+		if i == 1 {
+			continue
+		}
+		if err := w.Wait(t, runTimeout); err != nil {
+			t.Fatalf("worker %d: %v", i, err)
+		}
+		if w.State().Hash() != canon.Hash() {
+			t.Errorf("worker %d's replica differs from the coordinator's state", i)
+		}
+	}
+}
+
+// TestCoordinatorRestart: the coordinator dies mid-run and is started again with the same
+// folder and addresses; it resumes from the newest checkpoint, the workers re-join, the run
+// finishes.
+func TestCoordinatorRestart(t *testing.T) {
+	rc := Config(t, "run.steps=200", "run.checkpoint_every=20", "cluster.min_workers=2")
+	var log Log
+	lg := log.Logger(t)
+	out := t.TempDir()
+	c := StartCoordinator(t, rc, out, lg, CoordOptions{})
+	addr, gossip := c.Addr(), c.GossipAddr()
+	ws := []*Worker{StartWorker(t, addr, lg, WorkerOptions{}), StartWorker(t, addr, lg, WorkerOptions{})}
+	p := c.WaitStep(t, 50, runTimeout)
+	c.Stop()
+	stopped := c.Committed()
+	last := stopped[len(stopped)-1] + 1
+	t.Logf("coordinator stopped after step %d (commit seen at %d)", last, p.Step)
+	c2 := StartCoordinator(t, rc, out, lg, CoordOptions{Listen: addr, Gossip: gossip})
+	if err := c2.Wait(t, runTimeout); err != nil {
+		t.Fatal(err)
+	}
+	steps := c2.Committed()
+	from := steps[0]
+	if from%rc.Run.CheckpointEvery != 0 || from > last || from < last-rc.Run.CheckpointEvery {
+		t.Errorf("resumed at step %d; the newest checkpoint before the crash at %d is %d", from, last, last/rc.Run.CheckpointEvery*rc.Run.CheckpointEvery)
+	}
+	checkSequence(t, steps, from, rc.Run.Steps)
+	canon, _ := NewState(t, rc)
+	if err := c2.Snapshot(canon); err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range ws {
+		if err := w.Wait(t, runTimeout); err != nil {
+			t.Fatalf("worker %d: %v", i, err)
+		}
+		if w.State().Hash() != canon.Hash() {
+			t.Errorf("worker %d's replica differs from the coordinator's state", i)
+		}
+	}
+}
+
+// TestJoinRefused: a wrong version, run id or secret is refused, with the reason on both sides.
+func TestJoinRefused(t *testing.T) {
+	rc := Config(t)
+	for _, tc := range []struct {
+		name        string
+		o           WorkerOptions
+		worker      string // in the worker's error
+		coordinator string // in the coordinator's log
+	}{
+		{"version", WorkerOptions{Version: "other"}, `version mismatch: worker is "other", coordinator is "test"`, "refused join: version"},
+		{"run", WorkerOptions{RunID: "another-run"}, `wrong run: worker asks for run "another-run", this coordinator runs "ncsn"`, "refused join: run id"},
+		{"secret", WorkerOptions{Secret: []byte("not the secret")}, "wrong cluster secret", "refused unauthenticated call"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log Log
+			lg := log.Logger(t)
+			c := StartCoordinator(t, rc, t.TempDir(), lg, CoordOptions{})
+			w := StartWorker(t, c.Addr(), lg, tc.o)
+			err := w.Wait(t, runTimeout)
+			if err == nil || !strings.Contains(err.Error(), tc.worker) {
+				t.Errorf("worker error %v, want one containing %q", err, tc.worker)
+			}
+			if !strings.Contains(log.String(), tc.coordinator) {
+				t.Errorf("coordinator log lacks %q", tc.coordinator)
+			}
+		})
+	}
+}
+
+// TestCheckpointFaults: a failure at any stage of writing the final checkpoint fails the
+// run, leaves the newest loadable checkpoint intact, and a restarted coordinator resumes
+// from it and finishes.
+func TestCheckpointFaults(t *testing.T) {
+	rc := Config(t, "run.steps=20", "run.checkpoint_every=5", "run.keep=2")
+	for _, stage := range safetensors.Stages {
+		t.Run(stage.String(), func(t *testing.T) {
+			var log Log
+			lg := log.Logger(t)
+			out := t.TempDir()
+			var mu sync.Mutex
+			writes := 0
+			c := StartCoordinator(t, rc, out, lg, CoordOptions{Tweak: func(cfg *coordinator.Config) {
+				cfg.CheckpointWriter.FaultHook = func(s safetensors.Stage) error {
+					mu.Lock()
+					defer mu.Unlock()
+					if s == safetensors.StageCreated {
+						writes++
+					}
+					if writes == 4 && s == stage { // the final checkpoint, of step 20
+						return errors.New("injected fault")
+					}
+					return nil
+				}
+			}})
+			w := StartWorker(t, c.Addr(), lg, WorkerOptions{})
+			if err := c.Wait(t, runTimeout); err == nil || !strings.Contains(err.Error(), "injected fault") {
+				t.Fatalf("coordinator: %v, want the injected fault", err)
+			}
+			st, net := NewState(t, rc)
+			dir := &model.CheckpointDir{Dir: filepath.Join(out, "checkpoints"), Keep: rc.Run.Keep}
+			ck, path, err := dir.Latest(net.Params())
+			if err != nil {
+				t.Fatalf("no loadable checkpoint after a fault at %v: %v", stage, err)
+			}
+			want := int64(15)
+			if stage == safetensors.StageRenamed {
+				want = 20 // complete on disk; only the folder fsync failed
+			}
+			if ck.Step != want {
+				t.Errorf("newest loadable checkpoint %s is step %d, want %d", path, ck.Step, want)
+			}
+			if err := ck.Restore(st); err != nil {
+				t.Fatal(err)
+			}
+			c2 := StartCoordinator(t, rc, out, lg, CoordOptions{Listen: c.Addr()})
+			if err := c2.Wait(t, runTimeout); err != nil {
+				t.Fatal(err)
+			}
+			if stage == safetensors.StageRenamed {
+				// The restarted coordinator found the run complete and did not wait for
+				// the worker, which would re-join until its timeout.
+				w.Kill()
+			} else if err := w.Wait(t, runTimeout); err != nil {
+				t.Fatalf("worker: %v", err)
+			}
+			if ck, _, err := dir.Latest(net.Params()); err != nil || ck.Step != rc.Run.Steps {
+				t.Fatalf("after the restart: newest checkpoint %v, err %v; want step %d", ck, err, rc.Run.Steps)
+			}
+		})
+	}
 }
