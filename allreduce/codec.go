@@ -315,18 +315,19 @@ func quantize(q Quant, out []byte, src, resid []float32) {
 			}
 			scale := amax / 127
 			binary.LittleEndian.PutUint32(out[4*b:], math.Float32bits(scale))
-			var inv float32
+			// float64: 127/amax overflows float32 for subnormal amax.
+			var inv float64
 			if amax > 0 {
-				inv = 127 / amax
+				inv = 127 / float64(amax)
 			}
 			for i := lo; i < hi; i++ {
-				v := src[i] * inv
+				v := float64(src[i]) * inv
 				if v >= 0 {
 					v += 0.5
 				} else {
 					v -= 0.5
 				}
-				qi := int8(max(-127, min(127, int32(v))))
+				qi := int8(max(-127, min(127, int64(v))))
 				vals[i] = byte(qi)
 				if resid != nil {
 					resid[i] = src[i] - float32(float32(qi)*scale) // conversion: no FMA, same value as the decoder

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -139,7 +140,7 @@ func (in *inPiece) unmarshalFast(data mem.BufferSlice) (bool, error) {
 		off += n
 		if typ == protowire.BytesType && num == 1 {
 			s, m := protowire.ConsumeString(b[off:])
-			if m < 0 {
+			if m < 0 || !utf8.ValidString(s) { // proto3 strings must be UTF-8
 				return false, nil
 			}
 			p.Run, off = s, off+m
