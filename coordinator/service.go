@@ -308,6 +308,7 @@ func (s *Server) commitLocked(req *coordpb.CommitRequest) (*coordpb.CommitRespon
 		}
 		delete(s.reports, now)
 	}
+	log.Debug("commit", "workers", len(s.members))
 	if now%s.cfg.Run.Run.LogEvery == 0 || now == s.total {
 		log.Info("step", "of", s.total, "loss", s.loss, "workers", len(s.members), "samples_per_sec", rate)
 	}

@@ -471,12 +471,12 @@ func (c *Cluster) follow(ctx context.Context, client coordpb.CoordinatorClient, 
 				rank = i
 			}
 		}
-		log := c.log.With("epoch", v.Epoch, "rank", rank, "step", v.CommittedStep)
+		log := c.log.With("epoch", v.Epoch, "rank", rank)
 		if rank < 0 || v.Waiting {
-			log.Info("waiting", "members", len(v.Members), "admitted", rank >= 0)
+			log.Info("waiting", "members", len(v.Members), "admitted", rank >= 0, "committed_step", v.CommittedStep)
 			continue
 		}
-		log.Info("view", "members", len(v.Members))
+		log.Info("view", "members", len(v.Members), "committed_step", v.CommittedStep)
 		if err := c.syncTo(ctx, client, v, log); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

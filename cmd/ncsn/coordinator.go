@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ncsn/ncsn/coordinator"
+	"github.com/ncsn/ncsn/internal/cluster"
+	"github.com/ncsn/ncsn/internal/config"
+)
+
+func init() {
+	commands["coordinator"] = command{
+		summary: "run a distributed training run's coordinator (membership, commits, checkpoints)",
+		run:     runCoordinator,
+	}
+}
+
+func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "run config YAML (default: the embedded default)")
+	var sets setFlags
+	fs.Var(&sets, "set", "override a config key, e.g. --set run.steps=100 (repeatable)")
+	listen := fs.String("listen", ":7070", "gRPC address workers join")
+	gossip := fs.String("gossip", ":7946", "memberlist (gossip) bind address")
+	gossipAdv := fs.String("gossip-advertise", "", "gossip address other nodes reach this one at (containers, NAT)")
+	out := fs.String("out", "ncsn-out", "run folder: checkpoints in DIR/checkpoints; an existing run there is resumed")
+	secretFile := fs.String("secret-file", "", "file holding the cluster secret (default $"+cluster.SecretEnv+", else a built-in secret fit only for one host)")
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address")
+	doneGrace := fs.Duration("done-grace", 10*time.Second, "after the run, how long to wait for workers to hang up")
+	lf := addLogFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	rc, err := config.Load(*cfgPath, sets)
+	if err != nil {
+		return usageError{err}
+	}
+	secret, def, err := cluster.LoadSecret(*secretFile)
+	if err != nil {
+		return err
+	}
+	if def {
+		log.Warn("using the built-in cluster secret: fine on one host; set --secret-file or " + cluster.SecretEnv + " on a network")
+	}
+	reg := prometheus.NewRegistry()
+	c, err := coordinator.New(coordinator.Config{
+		Run: rc, Out: *out, Listen: *listen, Gossip: *gossip, GossipAdvertise: *gossipAdv,
+		Secret: secret, Version: version, Logger: log, Registerer: reg, DoneGrace: *doneGrace,
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	// One line on stdout with the addresses, for launchers and scripts.
+	fmt.Fprintf(stdout, "coordinator listening on %s gossip %s\n", c.Addr(), c.GossipAddr())
+	if f, ok := stdout.(*os.File); ok {
+		f.Sync()
+	}
+	wait, err := serveMetrics(ctx, *metrics, reg, log)
+	if err != nil {
+		return err
+	}
+	defer wait()
+	return c.Run(ctx)
+}
