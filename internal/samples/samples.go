@@ -91,7 +91,8 @@ func Write(path string, rc config.Config, x []float32) error {
 		c, h, w := shape[0], shape[1], shape[2]
 		n := len(x) / (c * h * w)
 		cols := int(math.Ceil(math.Sqrt(float64(n))))
-		img, err := plot.Grid(x, n, c, h, w, cols, 2)
+		// Scale small images up to about 64 pixels so they can be seen.
+		img, err := plot.Grid(x, n, c, h, w, cols, max(2, 64/max(h, w)))
 		if err != nil {
 			return err
 		}
