@@ -3,7 +3,9 @@ package clustertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,13 +21,25 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// memberlist's packet handler goroutines end a moment after Shutdown returns.
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).packetHandler"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).streamListen"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*NetTransport).tcpListen"),
-		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
-	)
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	if code == 0 {
+		if err := goleak.Find(leakOptions...); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var leakOptions = []goleak.Option{
+	// memberlist's packet handler goroutines end a moment after Shutdown returns.
+	goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).packetHandler"),
+	goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).streamListen"),
+	goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*NetTransport).tcpListen"),
+	goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*NetTransport).udpListen"),
 }
 
 const runTimeout = 40 * time.Second
