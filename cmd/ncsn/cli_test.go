@@ -1,8 +1,11 @@
 package main
 
 import (
+	"time"
+
 	"bytes"
 	"encoding/json"
+	"github.com/ncsn/ncsn/proto/coordpb"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,5 +87,19 @@ func TestUsageErrors(t *testing.T) {
 		if code != tc.code || !strings.Contains(errs, tc.want) {
 			t.Errorf("ncsn %v: exit %d, stderr %q; want %d and %q", tc.args, code, errs, tc.code, tc.want)
 		}
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	var p progress
+	t0 := time.Unix(1000, 0)
+	r := &coordpb.StatusResponse{Step: 10, TotalSteps: 110, Loss: 1.5, SamplesPerSec: 640, Members: make([]*coordpb.Member, 2)}
+	if got := p.line(r, t0); !strings.Contains(got, "step 10/110") || !strings.Contains(got, "ETA ?") || !strings.Contains(got, "workers 2") {
+		t.Fatalf("first line %q", got)
+	}
+	r.Step = 20
+	// 10 steps in 5 s: 90 steps left take 45 s.
+	if got := p.line(r, t0.Add(5*time.Second)); !strings.Contains(got, "ETA 45s") || !strings.Contains(got, "640 samples/s") {
+		t.Fatalf("line %q", got)
 	}
 }
