@@ -28,7 +28,7 @@ func TestTrainSampleEval(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("train exited %d: %s", code, errs)
 	}
-	if !strings.Contains(out, "samples.csv") {
+	if !strings.Contains(out, "samples.csv") || !strings.Contains(out, "loss.png") {
 		t.Fatalf("train output %q does not say where the samples are", out)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "samples.csv"))

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/internal/samples"
 	"github.com/ncsn/ncsn/worker"
 )
@@ -45,7 +47,22 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{err}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	l, err := worker.NewLocal(worker.LocalConfig{Run: rc, Out: *out, Logger: log})
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	lossPath := filepath.Join(*out, "loss.csv")
+	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)
+	if err != nil {
+		return err
+	}
+	defer losses.Close()
+	onStep := func(s worker.StepInfo) {
+		losses.Add(s.Step, s.Loss, s.PerLevel)
+		if s.Step%rc.Run.LogEvery == 0 {
+			losses.Flush()
+		}
+	}
+	l, err := worker.NewLocal(worker.LocalConfig{Run: rc, Out: *out, Logger: log, OnStep: onStep})
 	if err != nil {
 		return err
 	}
@@ -54,6 +71,14 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := l.Run(ctx); err != nil {
 		return err
 	}
+	if err := losses.Close(); err != nil {
+		return err
+	}
+	curve := filepath.Join(*out, "loss.png")
+	if err := plot.LossCurveFile(lossPath, curve, fmt.Sprintf("DSM loss, %s on %s", rc.Model.Arch, rc.Data.Name)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "loss curve: %s\n", curve)
 	if rc.Run.Samples == 0 {
 		return nil
 	}

@@ -42,14 +42,16 @@ func newChart(w, h int, title, xlabel, ylabel string, xmin, xmax, ymin, ymax flo
 		c.ymax = c.ymin + 1
 	}
 	draw.Draw(c.img, c.img.Bounds(), &image.Uniform{white}, image.Point{}, draw.Src)
-	for i := 0; i <= 5; i++ {
-		// Grid lines and tick labels.
-		fx := c.xmin + (c.xmax-c.xmin)*float64(i)/5
+	nx, ny := divisions(c.xmax-c.xmin), divisions(c.ymax-c.ymin)
+	for i := 0; i <= nx; i++ {
+		fx := c.xmin + (c.xmax-c.xmin)*float64(i)/float64(nx)
 		px := c.px(fx)
 		c.vline(px, c.y0, c.y1, grey)
 		c.text(px-3*len(tick(fx)), c.y1+16, tick(fx))
-		fy := c.ymin + (c.ymax-c.ymin)*float64(i)/5
-		py := c.y1 - int(float64(c.y1-c.y0)*float64(i)/5)
+	}
+	for i := 0; i <= ny; i++ {
+		fy := c.ymin + (c.ymax-c.ymin)*float64(i)/float64(ny)
+		py := c.y1 - int(float64(c.y1-c.y0)*float64(i)/float64(ny))
 		c.hline(c.x0, c.x1, py, grey)
 		label := fy
 		if logY {
@@ -63,6 +65,21 @@ func newChart(w, h int, title, xlabel, ylabel string, xmin, xmax, ymin, ymax flo
 	c.text((c.x0+c.x1)/2-7*len(xlabel)/2, c.y1+36, xlabel)
 	c.text(4, c.y0-8, ylabel)
 	return c
+}
+
+// divisions picks 4…8 grid divisions of a range so that the ticks fall on
+// round numbers where possible (16 → 4 steps of 4), else 5.
+func divisions(span float64) int {
+	for n := 4; n <= 8; n++ {
+		step := span / float64(n)
+		m := step / math.Pow(10, math.Floor(math.Log10(step)))
+		for _, nice := range []float64{1, 2, 2.5, 5, 10} {
+			if math.Abs(m-nice) < 1e-9 {
+				return n
+			}
+		}
+	}
+	return 5
 }
 
 func tick(v float64) string {

@@ -83,3 +83,40 @@ func TestScatterAndLossCurve(t *testing.T) {
 		t.Fatal("no positive values accepted")
 	}
 }
+
+func TestLossLogResume(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "loss.csv")
+	l, err := OpenLossLog(p, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := int64(1); s <= 3; s++ {
+		l.Add(s, float64(10*s), []float64{1, 2})
+	}
+	l.Close()
+	// A resumed run repeats step 3 and goes on; a torn last line is ignored.
+	l, _ = OpenLossLog(p, 2)
+	l.Add(3, 33, nil)
+	l.Add(4, 40, nil)
+	l.Close()
+	f, _ := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("5")
+	f.Close()
+	got, err := ReadLossLog(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{10, 20, 33, 40}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	b, _ := os.ReadFile(p)
+	if !strings.HasPrefix(string(b), "step,loss,loss_level_0,loss_level_1\n") || strings.Count(string(b), "step,") != 1 {
+		t.Fatalf("header: %q", b)
+	}
+}
