@@ -34,3 +34,13 @@ proto:
 
 proto-check:
 	./.ci/proto-check
+
+# The FROM-scratch image around the static binary (IMAGE=ncsn:dev); no base image is pulled.
+IMAGE ?= ncsn:dev
+docker:
+	GO=$(GO) ./deploy/docker/build.sh $(IMAGE)
+
+# The compose cluster end to end: worker killed, coordinator restarted, run completed.
+# Needs a Docker engine with compose; .ci/e2e skips it (and says so) where none answers.
+e2e:
+	GO=$(GO) ./deploy/compose/e2e.sh
