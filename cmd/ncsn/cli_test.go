@@ -102,4 +102,9 @@ func TestProgressLine(t *testing.T) {
 	if got := p.line(r, t0.Add(5*time.Second)); !strings.Contains(got, "ETA 45s") || !strings.Contains(got, "640 samples/s") {
 		t.Fatalf("line %q", got)
 	}
+	// Before any pace is seen, samples/s and the batch give the ETA: 90 steps × 64 / 640 = 9 s.
+	q := progress{batch: 64}
+	if got := q.line(r, t0); !strings.Contains(got, "ETA 9s") {
+		t.Fatalf("line %q", got)
+	}
 }

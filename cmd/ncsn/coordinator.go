@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,7 @@ import (
 	"github.com/ncsn/ncsn/coordinator"
 	"github.com/ncsn/ncsn/internal/cluster"
 	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/internal/plot"
 )
 
 func init() {
@@ -62,9 +64,26 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		log.Warn("using the built-in cluster secret: fine on one host; set --secret-file or " + cluster.SecretEnv + " on a network")
 	}
 	reg := prometheus.NewRegistry()
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	// Every committed step's loss goes to DIR/loss.csv; DIR/loss.png is drawn from it at the end.
+	lossPath := filepath.Join(*out, "loss.csv")
+	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)
+	if err != nil {
+		return err
+	}
+	defer losses.Close()
+	onCommit := func(p coordinator.Progress) {
+		losses.Add(p.Step, p.Loss, p.PerLevel)
+		if p.Step%rc.Run.LogEvery == 0 || p.Step == p.Total {
+			losses.Flush()
+		}
+	}
 	c, err := coordinator.New(coordinator.Config{
 		Run: rc, Out: *out, Listen: *listen, Gossip: *gossip, GossipAdvertise: *gossipAdv,
 		Secret: secret, Version: version, Logger: log, Registerer: reg, DoneGrace: *doneGrace,
+		OnCommit: onCommit,
 	})
 	if err != nil {
 		return err
@@ -80,5 +99,16 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer wait()
-	return c.Run(ctx)
+	if err := c.Run(ctx); err != nil {
+		return err
+	}
+	if err := losses.Close(); err != nil {
+		return err
+	}
+	curve := filepath.Join(*out, "loss.png")
+	if err := plot.LossCurveFile(lossPath, curve, fmt.Sprintf("DSM loss, %s on %s", rc.Model.Arch, rc.Data.Name)); err != nil {
+		return err
+	}
+	log.Info("loss curve", "path", curve)
+	return nil
 }

@@ -177,9 +177,40 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		children = append(children, c)
 	}
 	log.Info("workers started", "n", *workers, "steps", rc.Run.Steps, "global_batch", rc.Train.GlobalBatch)
+	pctx, stopProgress := context.WithCancel(ctx)
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		followProgress(pctx, addr, "", rc.Train.GlobalBatch, stdout, 10*time.Second)
+	}()
+	// A run whose workers have all died cannot finish: say so rather than wait.
+	workersGone := make(chan struct{})
+	go func() {
+		for _, c := range children {
+			<-c.done
+		}
+		close(workersGone)
+	}()
 	select {
 	case <-coord.done:
+		stopProgress()
+		<-progressDone
+	case <-workersGone:
+		stopProgress()
+		<-progressDone
+		select {
+		case <-coord.done: // the run completed as the workers left
+		case <-time.After(5 * time.Second):
+			coord.stop(5 * time.Second)
+			var errs []error
+			for _, c := range children {
+				errs = append(errs, fmt.Errorf("%s: %v: %s (log: %s)", c.name, c.err, lastLine(c.log.Name()), c.log.Name()))
+			}
+			return fmt.Errorf("launch: every worker exited before the run completed:\n%w", errors.Join(errs...))
+		}
 	case <-ctx.Done():
+		stopProgress()
+		<-progressDone
 		log.Warn("interrupted; stopping the cluster")
 		stopAll()
 		return ctx.Err()
@@ -200,7 +231,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("launch: the run failed: coordinator %v; see %s", coord.err, coordLog)
 	}
 	ckpts := filepath.Join(*out, "checkpoints")
-	fmt.Fprintf(stdout, "checkpoints: %s\n", ckpts)
+	fmt.Fprintf(stdout, "checkpoints: %s\nloss curve: %s\n", ckpts, filepath.Join(*out, "loss.png"))
 	if rc.Run.Samples == 0 {
 		return nil
 	}
@@ -221,4 +252,15 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "samples: %s\n", path)
 	return nil
+}
+
+// lastLine is the last non-empty line of a log file: where a process that
+// failed says why.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }

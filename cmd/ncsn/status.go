@@ -125,6 +125,8 @@ func printStatus(w io.Writer, r *coordpb.StatusResponse) {
 type progress struct {
 	t0    time.Time
 	step0 int64
+	// batch, when known, gives an ETA from samples/s before any pace is measured.
+	batch int
 }
 
 func (p *progress) line(r *coordpb.StatusResponse, now time.Time) string {
@@ -134,6 +136,9 @@ func (p *progress) line(r *coordpb.StatusResponse, now time.Time) string {
 	eta := "?"
 	if d := r.Step - p.step0; d > 0 {
 		left := time.Duration(float64(now.Sub(p.t0)) / float64(d) * float64(r.TotalSteps-r.Step))
+		eta = left.Round(time.Second).String()
+	} else if p.batch > 0 && r.SamplesPerSec > 0 {
+		left := time.Duration(float64(r.TotalSteps-r.Step) * float64(p.batch) / r.SamplesPerSec * float64(time.Second))
 		eta = left.Round(time.Second).String()
 	}
 	var b strings.Builder
@@ -146,7 +151,7 @@ func (p *progress) line(r *coordpb.StatusResponse, now time.Time) string {
 
 // followProgress shows a run's progress until ctx ends: a line redrawn in
 // place every second on a terminal, a plain line every `every` elsewhere.
-func followProgress(ctx context.Context, addr, secretFile string, w io.Writer, every time.Duration) {
+func followProgress(ctx context.Context, addr, secretFile string, batch int, w io.Writer, every time.Duration) {
 	st, err := dialStatus(addr, secretFile)
 	if err != nil {
 		return
@@ -157,7 +162,7 @@ func followProgress(ctx context.Context, addr, secretFile string, w io.Writer, e
 	if tty {
 		period = time.Second
 	}
-	var p progress
+	p := progress{batch: batch}
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {

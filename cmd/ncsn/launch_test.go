@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The test binary stands in for ncsn when launch re-executes itself.
+func TestMain(m *testing.M) {
+	if os.Getenv("NCSN_TEST_AS_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// ncsn launch: a coordinator and 2 worker processes, progress, checkpoints,
+// loss curve and samples, exit 0.
+func TestLaunch(t *testing.T) {
+	t.Setenv("NCSN_TEST_AS_MAIN", "1")
+	dir := t.TempDir()
+	out, errs, code := ncsn(t, "launch", "--workers", "2", "--out", dir, "--set", "data.name=gmm", "--set", "run.steps=300",
+		"--set", "run.checkpoint_every=100", "--set", "run.samples=100", "--set", "sample.steps_per_level=5")
+	if code != 0 {
+		t.Fatalf("launch exited %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	for _, want := range []string{"checkpoints: ", "loss curve: ", "samples: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("launch output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, f := range []string{"checkpoints/ckpt-300.safetensors", "loss.csv", "loss.png", "samples.csv", "samples.png",
+		"logs/coordinator.log", "logs/worker-0.log", "logs/worker-1.log", "config.yaml"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("launch left no %s: %v", f, err)
+		}
+	}
+}
+
+// A run that cannot start says why and exits non-zero.
+func TestLaunchFailure(t *testing.T) {
+	t.Setenv("NCSN_TEST_AS_MAIN", "1")
+	dir := t.TempDir()
+	_, errs, code := ncsn(t, "launch", "--workers", "2", "--out", dir, "--set", "data.name=mnist", "--set", "data.path="+filepath.Join(dir, "no-mnist"))
+	if code == 0 {
+		t.Fatal("launch on missing data exited 0")
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "logs", "coordinator.log"))
+	if !strings.Contains(errs+string(b), "no-mnist") {
+		t.Fatalf("neither the launcher nor the coordinator's log names the missing path:\n%s\n%s", errs, b)
+	}
+}
+
+// A worker that cannot reach its coordinator says so and exits non-zero within its timeout.
+func TestWorkerCannotJoin(t *testing.T) {
+	start := time.Now()
+	_, errs, code := ncsn(t, "worker", "--join", "127.0.0.1:1", "--join-timeout", "2s", "--listen", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(errs, "127.0.0.1:1") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("took %v to give up with a 2s join timeout", d)
+	}
+}
