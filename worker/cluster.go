@@ -320,30 +320,17 @@ func (c *Cluster) setup(resp *coordpb.JoinResponse) error {
 	if c.codec, err = allreduce.ParseCodec(rc.AllReduce.Codec, rc.AllReduce.Compressor); err != nil {
 		return err
 	}
-	train, _, err := data.Open(rc.Data, rc.Run.Seed)
+	r, err := newReplica(rc)
 	if err != nil {
 		return err
 	}
-	batches, err := data.NewSampler(train, rc.Train.GlobalBatch, rc.Run.Seed, rc.Data.Dequantize)
-	if err != nil {
-		return err
-	}
-	if c.net, err = model.New(rc.Model, train.Shape()); err != nil {
-		return err
-	}
-	c.net.Init(rc.Run.Seed)
-	if c.state, err = model.NewState(c.net.Params().Data, rc.Train.AdamConfig, rc.Train.EMA); err != nil {
-		return err
-	}
+	c.net, c.state, c.trainer = r.net, r.state, r.trainer
+	sigmas := r.sigmas
 	n := len(c.state.Params)
 	if c.prev, err = model.NewState(make([]float32, n), rc.Train.AdamConfig, rc.Train.EMA); err != nil {
 		return err
 	}
 	c.prev.Adam.Step = -1 // holds nothing yet
-	sigmas := rc.Noise.Sigmas()
-	if c.trainer, err = NewTrainer(TrainerConfig{Net: c.net, Batches: batches, Seed: rc.Run.Seed, Sigmas: sigmas, Dim: data.Size(train)}); err != nil {
-		return err
-	}
 	c.stats = model.NewLossStats(len(sigmas))
 	c.buf = make([]float32, n+2*len(sigmas))
 	if c.codec.Lossy() {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ncsn/ncsn/internal/config"
-	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/model"
 )
 
@@ -62,30 +61,13 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	train, _, err := data.Open(rc.Data, rc.Run.Seed)
+	r, err := newReplica(rc)
 	if err != nil {
 		return nil, err
 	}
-	batches, err := data.NewSampler(train, rc.Train.GlobalBatch, rc.Run.Seed, rc.Data.Dequantize)
-	if err != nil {
-		return nil, err
-	}
-	net, err := model.New(rc.Model, train.Shape())
-	if err != nil {
-		return nil, err
-	}
-	net.Init(rc.Run.Seed)
-	state, err := model.NewState(net.Params().Data, rc.Train.AdamConfig, rc.Train.EMA)
-	if err != nil {
-		return nil, err
-	}
-	sigmas := rc.Noise.Sigmas()
-	tr, err := NewTrainer(TrainerConfig{Net: net, Batches: batches, Seed: rc.Run.Seed, Sigmas: sigmas, Dim: data.Size(train)})
-	if err != nil {
-		return nil, err
-	}
+	net, state := r.net, r.state
 	l := &Local{
-		cfg: cfg, net: net, state: state, trainer: tr, sigmas: sigmas, log: log,
+		cfg: cfg, net: net, state: state, trainer: r.trainer, sigmas: r.sigmas, log: log,
 		ckpt: &model.CheckpointDir{Dir: filepath.Join(cfg.Out, "checkpoints"), Keep: rc.Run.Keep, Logger: log},
 	}
 	c, path, err := l.ckpt.Latest(net.Params())

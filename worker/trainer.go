@@ -6,6 +6,8 @@ package worker
 import (
 	"fmt"
 
+	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/model"
 )
 
@@ -99,4 +101,40 @@ func (t *Trainer) Close() error {
 		delete(t.grads, n)
 	}
 	return nil
+}
+
+// replica is a run's network, optimizer state and trainer, built in one place
+// for the single-process loop and the distributed worker, so that both start
+// from the same bits and compute the same steps.
+type replica struct {
+	net     *model.Net
+	state   *model.State
+	trainer *Trainer
+	sigmas  []float64
+}
+
+func newReplica(rc config.Config) (*replica, error) {
+	train, _, err := data.Open(rc.Data, rc.Run.Seed)
+	if err != nil {
+		return nil, err
+	}
+	batches, err := data.NewSampler(train, rc.Train.GlobalBatch, rc.Run.Seed, rc.Data.Dequantize)
+	if err != nil {
+		return nil, err
+	}
+	net, err := model.New(rc.Model, train.Shape())
+	if err != nil {
+		return nil, err
+	}
+	net.Init(rc.Run.Seed)
+	state, err := model.NewState(net.Params().Data, rc.Train.AdamConfig, rc.Train.EMA)
+	if err != nil {
+		return nil, err
+	}
+	sigmas := rc.Noise.Sigmas()
+	tr, err := NewTrainer(TrainerConfig{Net: net, Batches: batches, Seed: rc.Run.Seed, Sigmas: sigmas, Dim: data.Size(train)})
+	if err != nil {
+		return nil, err
+	}
+	return &replica{net: net, state: state, trainer: tr, sigmas: sigmas}, nil
 }
