@@ -312,8 +312,12 @@ func (c *Cluster) setup(resp *coordpb.JoinResponse) error {
 		return fmt.Errorf("worker: run config from the coordinator: %w", err)
 	}
 	c.rcJSON = string(resp.Config)
-	if c.cfg.DataRoot != "" {
-		rc.Data.Path = c.cfg.DataRoot
+	switch rc.Data.Name {
+	case data.NameMNIST, data.NameFashionMNIST, data.NameCIFAR10:
+		// Only file sets have a path; generated ones would refuse one.
+		if c.cfg.DataRoot != "" {
+			rc.Data.Path = c.cfg.DataRoot
+		}
 	}
 	c.rc = rc
 	c.log = c.log.With("run", rc.Run.ID)
