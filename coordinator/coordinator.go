@@ -80,8 +80,12 @@ type Server struct {
 	lis    net.Listener
 	srv    *grpc.Server
 	ml     *memberlist.Memberlist
-	total  int64
-	batch  int
+	// gossipAddr is read once at start: memberlist calls NotifyLeave holding
+	// its node lock, which then takes s.mu, so nothing may ask memberlist
+	// for its address while holding s.mu.
+	gossipAddr string
+	total      int64
+	batch      int
 
 	closeOnce    sync.Once
 	shutdownOnce sync.Once
@@ -226,9 +230,10 @@ func New(cfg Config) (*Server, error) {
 		s.lis.Close()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	s.gossipAddr = cluster.GossipAddr(s.ml)
 	m.steps.Add(0)
 	m.step.Set(float64(state.Step()))
-	log.Info("coordinator ready", "addr", s.lis.Addr().String(), "gossip", cluster.GossipAddr(s.ml), "step", state.Step(), "of", s.total)
+	log.Info("coordinator ready", "addr", s.lis.Addr().String(), "gossip", s.gossipAddr, "step", state.Step(), "of", s.total)
 	return s, nil
 }
 
@@ -260,7 +265,7 @@ func (s *Server) resume() error {
 func (s *Server) Addr() string { return s.lis.Addr().String() }
 
 // GossipAddr is the memberlist address.
-func (s *Server) GossipAddr() string { return cluster.GossipAddr(s.ml) }
+func (s *Server) GossipAddr() string { return s.gossipAddr }
 
 // Done is closed once the final step is committed and checkpointed.
 func (s *Server) Done() <-chan struct{} { return s.doneCh }

@@ -55,7 +55,7 @@ func (s *Server) Join(ctx context.Context, req *coordpb.JoinRequest) (*coordpb.J
 	w := &workerInfo{id: fmt.Sprintf("w%d-%s", s.nextID, req.Name), name: req.Name, ringAddr: req.RingAddr, lastEpoch: req.LastEpoch}
 	s.workers[w.id] = w
 	s.log.Info("worker joined", "worker", w.id, "ring_addr", w.ringAddr)
-	return &coordpb.JoinResponse{Config: rc.JSON(), WorkerId: w.id, GossipAddr: cluster.GossipAddr(s.ml), Version: s.cfg.Version}, nil
+	return &coordpb.JoinResponse{Config: rc.JSON(), WorkerId: w.id, GossipAddr: s.gossipAddr, Version: s.cfg.Version}, nil
 }
 
 // Views streams ring views to a worker; its end removes the worker.
