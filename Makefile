@@ -11,7 +11,7 @@ test:
 	$(GO) test -timeout 20m $(PKGS)
 
 race:
-	$(GO) test -race -timeout 30m $(PKGS)
+	$(GO) test -race -short -timeout 30m $(PKGS)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
