@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/ncsn/ncsn/internal/config"
 	"time"
 
 	"bytes"
@@ -106,5 +107,21 @@ func TestProgressLine(t *testing.T) {
 	q := progress{batch: 64}
 	if got := q.line(r, t0); !strings.Contains(got, "ETA 9s") {
 		t.Fatalf("line %q", got)
+	}
+}
+
+// --print-config shows the resolved config, which loads back to the same run.
+func TestPrintConfig(t *testing.T) {
+	for _, cmd := range []string{"launch", "train"} {
+		out, errs, code := ncsn(t, cmd, "--print-config", "--set", "data.name=moons", "--set", "train.lr=3e-4")
+		if code != 0 {
+			t.Fatalf("%s --print-config: exit %d, %s", cmd, code, errs)
+		}
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		os.WriteFile(p, []byte(out), 0o644)
+		rc, err := config.Load(p, nil)
+		if err != nil || rc.Data.Name != "moons" || rc.Train.LR != 3e-4 || rc.Model.Arch != "mlp" {
+			t.Fatalf("%s: printed config %q loads as %+v, %v", cmd, out, rc, err)
+		}
 	}
 }

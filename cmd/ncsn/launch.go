@@ -82,11 +82,13 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cfgPath := fs.String("config", "", "run config YAML (default: the embedded default, synthetic images)")
 	var sets setFlags
 	fs.Var(&sets, "set", "override a config key, e.g. --set run.steps=100 (repeatable)")
+	printConfig := fs.Bool("print-config", false, "print the run config (defaults, --config and --set resolved) as YAML and exit")
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, logs/, samples")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn launch --workers N [--config FILE] [--set key=value]... [--out DIR]\n\nStarts a coordinator and N workers on localhost (free ports), trains run.steps steps,\nwrites DIR/checkpoints/*.safetensors, then samples. Each process logs to DIR/logs/.")
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, configDefaultsHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -104,6 +106,10 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rc, err := config.Load(*cfgPath, sets)
 	if err != nil {
 		return usageError{err}
+	}
+	if *printConfig {
+		_, err := stdout.Write(rc.YAML())
+		return err
 	}
 	if err := rc.WorkersFit(*workers); err != nil {
 		return usageError{err}

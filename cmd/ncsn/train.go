@@ -34,10 +34,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfgPath := fs.String("config", "", "run config YAML (default: the embedded default, synthetic images)")
 	var sets setFlags
 	fs.Var(&sets, "set", "override a config key, e.g. --set train.lr=1e-4 (repeatable)")
+	printConfig := fs.Bool("print-config", false, "print the run config (defaults, --config and --set resolved) as YAML and exit")
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, samples; an existing run there is resumed")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.")
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, configDefaultsHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -45,6 +47,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rc, err := config.Load(*cfgPath, sets)
 	if err != nil {
 		return usageError{err}
+	}
+	if *printConfig {
+		_, err := stdout.Write(rc.YAML())
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if err := os.MkdirAll(*out, 0o755); err != nil {
@@ -105,3 +111,12 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "samples: %s\ncheckpoints: %s\n", path, filepath.Join(*out, "checkpoints"))
 	return nil
 }
+
+// configDefaultsHelp ends the help of the commands that take a run config.
+const configDefaultsHelp = `
+Config defaults: every key of the YAML file has a default chosen for its dataset
+(data.name, default synthetic); --print-config shows them all, e.g.
+  ncsn launch --print-config                       # the embedded default job
+  ncsn launch --print-config --set data.name=gmm   # the 2-D toy's defaults
+Commented examples per dataset are in the repository's examples/ folder.
+`
