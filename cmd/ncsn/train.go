@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -36,6 +35,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&sets, "set", "override a config key, e.g. --set train.lr=1e-4 (repeatable)")
 	printConfig := fs.Bool("print-config", false, "print the run config (defaults, --config and --set resolved) as YAML and exit")
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, samples; an existing run there is resumed")
+	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.")
 		fs.PrintDefaults()
@@ -52,7 +52,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_, err := stdout.Write(rc.YAML())
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return usageError{err}
+	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
