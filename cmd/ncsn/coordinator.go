@@ -13,7 +13,6 @@ import (
 
 	"github.com/ncsn/ncsn/coordinator"
 	"github.com/ncsn/ncsn/internal/cluster"
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/plot"
 )
 
@@ -27,9 +26,7 @@ func init() {
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "run config YAML (default: the embedded default)")
-	var sets setFlags
-	fs.Var(&sets, "set", "override a config key, e.g. --set run.steps=100 (repeatable)")
+	rcf := addRunConfigFlags(fs)
 	listen := fs.String("listen", ":7070", "gRPC address workers join")
 	gossip := fs.String("gossip", ":7946", "memberlist (gossip) bind address")
 	gossipAdv := fs.String("gossip-advertise", "", "gossip address other nodes reach this one at (containers, NAT)")
@@ -41,6 +38,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.")
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, configDefaultsHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,9 +50,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	rc, err := config.Load(*cfgPath, sets)
-	if err != nil {
-		return usageError{err}
+	rc, done, err := rcf.load(stdout)
+	if err != nil || done {
+		return err
 	}
 	secret, def, err := cluster.LoadSecret(*secretFile)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/samples"
 )
 
@@ -79,10 +78,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("launch", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	workers := fs.Int("workers", 2, "number of worker processes")
-	cfgPath := fs.String("config", "", "run config YAML (default: the embedded default, synthetic images)")
-	var sets setFlags
-	fs.Var(&sets, "set", "override a config key, e.g. --set run.steps=100 (repeatable)")
-	printConfig := fs.Bool("print-config", false, "print the run config (defaults, --config and --set resolved) as YAML and exit")
+	rcf := addRunConfigFlags(fs)
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, logs/, samples")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
@@ -103,12 +99,8 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	rc, err := config.Load(*cfgPath, sets)
-	if err != nil {
-		return usageError{err}
-	}
-	if *printConfig {
-		_, err := stdout.Write(rc.YAML())
+	rc, done, err := rcf.load(stdout)
+	if err != nil || done {
 		return err
 	}
 	if err := rc.WorkersFit(*workers); err != nil {

@@ -8,17 +8,10 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/internal/samples"
 	"github.com/ncsn/ncsn/worker"
 )
-
-// setFlags collects repeated --set key=value flags.
-type setFlags []string
-
-func (s *setFlags) String() string     { return fmt.Sprint(*s) }
-func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
 
 func init() {
 	commands["train"] = command{
@@ -30,10 +23,7 @@ func init() {
 func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("train", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "run config YAML (default: the embedded default, synthetic images)")
-	var sets setFlags
-	fs.Var(&sets, "set", "override a config key, e.g. --set train.lr=1e-4 (repeatable)")
-	printConfig := fs.Bool("print-config", false, "print the run config (defaults, --config and --set resolved) as YAML and exit")
+	rcf := addRunConfigFlags(fs)
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, samples; an existing run there is resumed")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
@@ -44,12 +34,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	rc, err := config.Load(*cfgPath, sets)
-	if err != nil {
-		return usageError{err}
-	}
-	if *printConfig {
-		_, err := stdout.Write(rc.YAML())
+	rc, done, err := rcf.load(stdout)
+	if err != nil || done {
 		return err
 	}
 	log, err := lf.logger(stderr)
@@ -114,12 +100,3 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "samples: %s\ncheckpoints: %s\n", path, filepath.Join(*out, "checkpoints"))
 	return nil
 }
-
-// configDefaultsHelp ends the help of the commands that take a run config.
-const configDefaultsHelp = `
-Config defaults: every key of the YAML file has a default chosen for its dataset
-(data.name, default synthetic); --print-config shows them all, e.g.
-  ncsn launch --print-config                       # the embedded default job
-  ncsn launch --print-config --set data.name=gmm   # the 2-D toy's defaults
-Commented examples per dataset are in the repository's examples/ folder.
-`
