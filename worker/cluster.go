@@ -76,20 +76,21 @@ type Cluster struct {
 	closed    chan struct{}
 
 	// Set up by the first join.
-	rc      config.Config
-	rcJSON  string
-	srv     *grpc.Server
-	ring    *allreduce.Ring
-	ml      *memberlist.Memberlist
-	codec   allreduce.Codec
-	net     *model.Net
-	state   *model.State
-	prev    *model.State // the state before the last applied step
-	trainer *Trainer
-	buf     []float32 // gradient then loss statistics
-	resid   []float32
-	stats   model.LossStats
-	commit  []byte
+	rc       config.Config
+	rcJSON   string
+	srv      *grpc.Server
+	ring     *allreduce.Ring
+	ml       *memberlist.Memberlist
+	codec    allreduce.Codec
+	net      *model.Net
+	state    *model.State
+	prev     *model.State // the state before the last applied step
+	trainer  *Trainer
+	buf      []float32 // the step's gradient
+	statsBuf []float32 // the step's loss statistics, all-reduced without loss
+	resid    []float32
+	stats    model.LossStats
+	commit   []byte
 
 	lastEpoch uint64
 	id        string
@@ -336,7 +337,8 @@ func (c *Cluster) setup(resp *coordpb.JoinResponse) error {
 	}
 	c.prev.Adam.Step = -1 // holds nothing yet
 	c.stats = model.NewLossStats(len(sigmas))
-	c.buf = make([]float32, n+2*len(sigmas))
+	c.buf = make([]float32, n)
+	c.statsBuf = make([]float32, 2*len(sigmas))
 	if c.codec.Lossy() {
 		c.resid = make([]float32, len(c.buf))
 	}
@@ -574,8 +576,7 @@ func (c *Cluster) train(ctx context.Context, client coordpb.CoordinatorClient, b
 	for i, m := range v.Members {
 		members[i] = m.RingAddr
 	}
-	n := len(c.state.Params)
-	grad, flat := c.buf[:n], c.buf[n:]
+	grad, flat := c.buf, c.statsBuf
 	every := rc.Cluster.HashEvery
 	start, t0 := c.state.Step(), time.Now()
 	for s := c.state.Step(); s < rc.Run.Steps; s = c.state.Step() {
@@ -587,9 +588,21 @@ func (c *Cluster) train(ctx context.Context, client coordpb.CoordinatorClient, b
 			return err
 		}
 		c.stats.Put(flat)
-		res, err := c.ring.AllReduce(ctx, allreduce.Op{
-			Run: rc.Run.ID, Epoch: v.Epoch, Step: uint64(s), Members: members, Codec: c.codec, Residual: c.resid,
-		}, c.buf)
+		op := allreduce.Op{Run: rc.Run.ID, Epoch: v.Epoch, Step: uint64(s), Members: members, Codec: c.codec, Residual: c.resid}
+		// The loss statistics go round the ring beside the gradient, exactly: a
+		// lossy codec would corrupt the sample counts and, through error
+		// feedback, carry one step's losses into the next.
+		statsOp := op
+		statsOp.Run, statsOp.Codec, statsOp.Residual = rc.Run.ID+"/loss", allreduce.Codec{}, nil
+		statsErr := make(chan error, 1)
+		go func() {
+			_, err := c.ring.AllReduce(ctx, statsOp, flat)
+			statsErr <- err
+		}()
+		res, err := c.ring.AllReduce(ctx, op, grad)
+		if serr := <-statsErr; err == nil {
+			err = serr
+		}
 		if err != nil {
 			var pe *allreduce.PeerError
 			switch {

@@ -13,7 +13,7 @@ func TestInt8ErrorFeedbackConvergence(t *testing.T) {
 		t.Skip("trains twice: not in -short")
 	}
 	const steps, tail = 600, 200
-	final := map[string]float64{}
+	final, first := map[string]float64{}, map[string]float64{}
 	for _, codec := range []string{"none", "int8"} {
 		rc := Config(t, "run.steps=600", "run.checkpoint_every=600", "train.global_batch=192",
 			"allreduce.codec="+codec, "allreduce.compressor=zstd", "cluster.min_workers=3")
@@ -26,6 +26,7 @@ func TestInt8ErrorFeedbackConvergence(t *testing.T) {
 		}
 		// The loss of the last steps, whose batches and noise are the same in
 		// both runs: only the parameters differ.
+		first[codec] = c.WaitStep(t, 1, 2*time.Minute).Loss
 		var sum float64
 		for s := int64(steps - tail + 1); s <= steps; s++ {
 			sum += c.WaitStep(t, s, 2*time.Minute).Loss
@@ -37,6 +38,11 @@ func TestInt8ErrorFeedbackConvergence(t *testing.T) {
 			w.Wait(t, time.Minute)
 		}
 		final[codec] = sum / tail
+	}
+	// The first step's loss comes from the same initial parameters in both
+	// runs: equal bits show the loss statistics travel exactly, whatever the codec.
+	if first["int8"] != first["none"] {
+		t.Errorf("step 1 loss: int8 %v, none %v: the loss statistics were quantised", first["int8"], first["none"])
 	}
 	d := (final["int8"] - final["none"]) / final["none"]
 	t.Logf("mean loss of the last %d of %d steps: none %.5f, int8+zstd with error feedback %.5f (%+.2f%%)", tail, steps, final["none"], final["int8"], 100*d)
