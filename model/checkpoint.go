@@ -204,6 +204,19 @@ func (d *CheckpointDir) steps() ([]int64, error) {
 	return steps, nil
 }
 
+// Newest lists the paths of the checkpoint files present, newest first.
+func (d *CheckpointDir) Newest() ([]string, error) {
+	steps, err := d.steps()
+	if err != nil {
+		return nil, err
+	}
+	paths := make([]string, len(steps))
+	for i, s := range steps {
+		paths[len(steps)-1-i] = filepath.Join(d.Dir, CheckpointName(s))
+	}
+	return paths, nil
+}
+
 // Latest loads the newest checkpoint that verifies, skipping (with a
 // warning) files that do not. It returns os.ErrNotExist when there is none.
 func (d *CheckpointDir) Latest(layout *Params) (*Checkpoint, string, error) {
@@ -213,12 +226,11 @@ func (d *CheckpointDir) Latest(layout *Params) (*Checkpoint, string, error) {
 	if removed, err := safetensors.CleanTemp(d.Dir); err == nil && len(removed) > 0 && d.Logger != nil {
 		d.Logger.Warn("removed temporary files of interrupted checkpoint writes", "files", removed)
 	}
-	steps, err := d.steps()
+	paths, err := d.Newest()
 	if err != nil {
 		return nil, "", err
 	}
-	for i := len(steps) - 1; i >= 0; i-- {
-		path := filepath.Join(d.Dir, CheckpointName(steps[i]))
+	for _, path := range paths {
 		c, err := ReadCheckpoint(path, layout)
 		if err == nil {
 			return c, path, nil

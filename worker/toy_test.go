@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 // in one process and returns the run's network and state.
 func trainToy(t *testing.T, steps int64, sets ...string) *Local {
 	t.Helper()
-	sets = append([]string{"data.name=gmm", "run.steps=" + itoa(steps), "run.checkpoint_every=100000"}, sets...)
+	sets = append([]string{"data.name=gmm", "run.steps=" + strconv.FormatInt(steps, 10), "run.checkpoint_every=100000"}, sets...)
 	rc, err := config.Load("", sets)
 	if err != nil {
 		t.Fatal(err)
@@ -29,18 +30,6 @@ func trainToy(t *testing.T, steps int64, sets ...string) *Local {
 		t.Fatal(err)
 	}
 	return l
-}
-
-func itoa(n int64) string {
-	const digits = "0123456789"
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{digits[n%10]}, b...)
-	}
-	return string(b)
 }
 
 func TestToyMixture(t *testing.T) {

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/safetensors"
@@ -29,34 +26,19 @@ func Open(path string) (config.Config, *model.Checkpoint, string, error) {
 	if sub := filepath.Join(path, "checkpoints"); isDir(sub) {
 		path = sub
 	}
-	ents, err := os.ReadDir(path)
+	paths, err := (&model.CheckpointDir{Dir: path}).Newest()
 	if err != nil {
 		return config.Config{}, nil, "", fmt.Errorf("samples: %w", err)
 	}
-	type cand struct {
-		step int64
-		name string
-	}
-	var cs []cand
-	for _, e := range ents {
-		s, ok := strings.CutPrefix(e.Name(), "ckpt-")
-		if s, ok2 := strings.CutSuffix(s, ".safetensors"); ok && ok2 {
-			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-				cs = append(cs, cand{n, e.Name()})
-			}
-		}
-	}
-	slices.SortFunc(cs, func(a, b cand) int { return int(b.step - a.step) })
 	var errs []error
-	for _, c := range cs {
-		p := filepath.Join(path, c.name)
+	for _, p := range paths {
 		rc, ck, err := openFile(p)
 		if err == nil {
 			return rc, ck, p, nil
 		}
 		errs = append(errs, err)
 	}
-	if len(cs) == 0 {
+	if len(paths) == 0 {
 		return config.Config{}, nil, "", fmt.Errorf("samples: no checkpoints (ckpt-<step>.safetensors) in %s", path)
 	}
 	return config.Config{}, nil, "", fmt.Errorf("samples: no checkpoint in %s loads: %w", path, errors.Join(errs...))
