@@ -190,6 +190,7 @@ func (e *Encoder) Encode(dst []byte, src, resid []float32) []byte {
 type Decoder struct {
 	codec Codec
 	raw   []byte // decompressed, still shuffled
+	in    []byte // a received payload made contiguous
 	zdec  *zstd.Decoder
 }
 
@@ -229,6 +230,26 @@ func (d *Decoder) decode(dst []float32, src []byte, add bool) error {
 		return err
 	}
 	return dequantize(d.codec.Quant, dst, raw, 0, add)
+}
+
+// decodeSegs is decode of a payload in segments (as received). Raw float32 is read where
+// it lies; other codecs need their input in one piece.
+func (d *Decoder) decodeSegs(dst []float32, in *inPiece, add bool) error {
+	if d.codec != (Codec{}) {
+		return d.decode(dst, in.contiguous(&d.in), add)
+	}
+	if n := in.payloadLen(); n != 4*len(dst) {
+		return fmt.Errorf("%w: %d bytes for %d values of %v, want %d", ErrCorrupt, n, len(dst), d.codec, 4*len(dst))
+	}
+	switch {
+	case add:
+		floatRuns(in.segs, func(i int, b []byte) { addBytes(dst[i:i+len(b)/4], b) })
+	case littleEndian:
+		in.segs.CopyTo(floatBytes(dst))
+	default:
+		return d.decode(dst, in.contiguous(&d.in), add)
+	}
+	return nil
 }
 
 // decompress returns exactly n decompressed bytes, without ever holding more than n.
@@ -398,18 +419,13 @@ func dequantize(q Quant, dst []float32, raw []byte, stride int, add bool) error 
 		}
 		raw = raw[:4*n]
 		switch {
-		case littleEndian && !add:
+		case add:
+			addBytes(dst, raw)
+		case littleEndian:
 			copy(floatBytes(dst), raw)
-		case littleEndian && uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%4 == 0:
-			addFloats(dst, unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(raw))), n))
 		default:
 			for i := range dst {
-				v := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-				if add {
-					dst[i] += v
-				} else {
-					dst[i] = v
-				}
+				dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
 			}
 		}
 	case QuantBF16:

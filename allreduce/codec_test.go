@@ -1,6 +1,7 @@
 package allreduce
 
 import (
+	"encoding/binary"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -237,24 +238,36 @@ func FuzzRoundTrip(f *testing.F) {
 	})
 }
 
-func TestAddFloats(t *testing.T) {
+// TestSumInto: the vector kernel adds exactly as the scalar loop, at every alignment of the
+// received bytes and the output, in place or not.
+func TestSumInto(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, n := range []int{0, 1, 31, 32, 33, 100, 1000} {
-		a, b := gradient(rng, n), gradient(rng, n)
-		got := append([]float32(nil), a...)
-		addFloats(got, b)
-		for i := range a {
-			if want := a[i] + b[i]; math.Float32bits(got[i]) != math.Float32bits(want) {
-				t.Fatalf("n=%d [%d]: %g, want %g", n, i, got[i], want)
+		for _, off := range []int{0, 1, 3} {
+			a, b := gradient(rng, n), gradient(rng, n)
+			yb := make([]byte, 4*n+off)[off:]
+			for i, v := range b {
+				binary.LittleEndian.PutUint32(yb[4*i:], math.Float32bits(v))
+			}
+			out := make([]byte, 4*n+off)[off:]
+			sumInto(out, a, yb)
+			got := append([]float32(nil), a...)
+			addBytes(got, yb)
+			for i := range a {
+				want := math.Float32bits(a[i] + b[i])
+				if o := binary.LittleEndian.Uint32(out[4*i:]); o != want || math.Float32bits(got[i]) != want {
+					t.Fatalf("n=%d off=%d [%d]: sum %g, in place %g, want %g", n, off, i,
+						math.Float32frombits(o), got[i], math.Float32frombits(want))
+				}
 			}
 		}
 	}
 }
 
-func BenchmarkAddFloats(b *testing.B) {
-	dst, src := make([]float32, 64<<10), make([]float32, 64<<10)
+func BenchmarkAddBytes(b *testing.B) {
+	dst, src := make([]float32, 64<<10), make([]byte, 4<<16)
 	b.SetBytes(4 << 16)
 	for b.Loop() {
-		addFloats(dst, src)
+		addBytes(dst, src)
 	}
 }

@@ -271,6 +271,7 @@ func (a *ringOp) handle(in *inPiece) error {
 	a.res.WireBytesReceived += int64(in.wireSize())
 	c, p := int(m.Chunk), int(m.Piece)
 	bad := func(format string, args ...any) error {
+		in.release()
 		return &PeerError{Peer: a.left, Err: fmt.Errorf("op %v: %w: "+format, append([]any{a.key, ErrCorrupt}, args...)...)}
 	}
 	switch {
@@ -289,11 +290,23 @@ func (a *ringOp) handle(in *inPiece) error {
 			return bad("unexpected reduce-scatter piece %d of chunk %d", p, c)
 		}
 		a.seen[idx] = true
-		err := a.dec.DecodeAdd(a.buf[lo:hi], m.Payload)
-		in.release()
-		if err != nil {
+		if c != a.owned() && a.op.Codec == (Codec{}) {
+			// Raw float32 going on round the ring: the partial sum is written straight into
+			// the outgoing buffer. buf keeps its stale values; the all-gather overwrites them.
+			if n := in.payloadLen(); n != 4*(hi-lo) {
+				return bad("reduce-scatter piece %d of chunk %d: %d bytes for %d values", p, c, n, hi-lo)
+			}
+			b := payloadPool.Get(4 * (hi - lo))
+			floatRuns(in.segs, func(i int, y []byte) {
+				sumInto((*b)[4*i:], a.buf[lo+i:lo+i+len(y)/4], y)
+			})
+			in.release()
+			return a.send(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p, mem.BufferSlice{mem.NewBuffer(b, payloadPool)})
+		}
+		if err := a.dec.decodeSegs(a.buf[lo:hi], in, true); err != nil {
 			return bad("reduce-scatter piece %d of chunk %d: %v", p, c, err)
 		}
+		in.release()
 		if c != a.owned() {
 			return a.encodeSend(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p)
 		}
@@ -305,7 +318,7 @@ func (a *ringOp) handle(in *inPiece) error {
 			return bad("unexpected all-gather piece %d of chunk %d", p, c)
 		}
 		a.seen[idx] = true
-		if err := a.dec.Decode(a.buf[lo:hi], m.Payload); err != nil {
+		if err := a.dec.decodeSegs(a.buf[lo:hi], in, false); err != nil {
 			return bad("all-gather piece %d of chunk %d: %v", p, c, err)
 		}
 		if c == (a.rank+2)%a.n {
@@ -331,10 +344,10 @@ func (a *ringOp) encodeSend(phase ringpb.Phase, c, p int) error {
 			return fmt.Errorf("allreduce: op %v: decode own piece: %w", a.key, err)
 		}
 	}
-	return a.send(phase, c, p, mem.NewBuffer(b, payloadPool))
+	return a.send(phase, c, p, mem.BufferSlice{mem.NewBuffer(b, payloadPool)})
 }
 
-func (a *ringOp) send(phase ringpb.Phase, c, p int, payload mem.Buffer) error {
+func (a *ringOp) send(phase ringpb.Phase, c, p int, payload mem.BufferSlice) error {
 	h := &a.out.Piece
 	h.Run, h.Epoch, h.Step = a.key.run, a.key.epoch, a.key.step
 	h.Phase, h.Chunk, h.Piece = phase, uint32(c), uint32(p)

@@ -152,13 +152,16 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(windowSize),
 		grpc.InitialConnWindowSize(2 * windowSize),
-		grpc.ReadBufferSize(bufferSize),
+		grpc.ReadBufferSize(0),
 		grpc.WriteBufferSize(bufferSize),
 		grpc.MaxRecvMsgSize(MaxChunkBytes + 1<<16),
 		experimental.BufferPool(payloadPool),
 	}
 }
 
+// Frames are read straight from the socket into their buffers: a read buffer would cost a
+// copy of every byte, which measured dearer than the two reads per 16 KiB frame it saves.
+// Writes are batched: every write to a loopback socket runs the receiver's TCP stack too.
 const (
 	windowSize = 8 << 20
 	bufferSize = 256 << 10
@@ -168,7 +171,7 @@ func dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(2 * windowSize),
-		grpc.WithReadBufferSize(bufferSize),
+		grpc.WithReadBufferSize(0),
 		grpc.WithWriteBufferSize(bufferSize),
 		experimental.WithBufferPool(payloadPool),
 	}
@@ -312,6 +315,11 @@ func (r *Ring) releaseItemsLocked(st *opState) {
 	if !st.active {
 		r.pendingBytes -= st.bytes
 	}
+	for _, it := range st.items[st.head:] {
+		if it.m != nil {
+			it.m.release()
+		}
+	}
 	st.items, st.head, st.bytes = nil, 0, 0
 }
 
@@ -336,7 +344,7 @@ func (r *Ring) next(ctx context.Context, st *opState) (item, error) {
 				st.items, st.head = st.items[:0], 0
 			}
 			if it.m != nil {
-				st.bytes -= len(it.m.Payload)
+				st.bytes -= it.m.payloadLen()
 			}
 			r.mu.Unlock()
 			return it, nil

@@ -65,6 +65,7 @@ func (r *Ring) receive(stream ringpb.Ring_PipeServer, from string) error {
 		if ref == nil {
 			continue
 		}
+		m.release()
 		if err := stream.Send(ref); err != nil {
 			r.leftEnded(via, from, err)
 			return err
@@ -89,7 +90,7 @@ func (r *Ring) deliver(k opKey, m *inPiece, via uint64) *ringpb.Refusal {
 		st = newOpState(k)
 		r.ops[k] = st
 	}
-	if st.err == nil && !st.active && r.pendingBytes+len(m.Payload) > r.cfg.MaxPendingBytes {
+	if st.err == nil && !st.active && r.pendingBytes+m.payloadLen() > r.cfg.MaxPendingBytes {
 		r.failLocked(st, fmt.Errorf("allreduce: op %v: more than %d bytes pending before it started", k, r.cfg.MaxPendingBytes))
 	}
 	if st.err != nil {
@@ -104,11 +105,11 @@ func (r *Ring) deliver(k opKey, m *inPiece, via uint64) *ringpb.Refusal {
 		}
 	}
 	if !st.active {
-		r.pendingBytes += len(m.Payload)
+		r.pendingBytes += m.payloadLen()
 	}
 	st.via = via
 	st.items = append(st.items, item{m: m})
-	st.bytes += len(m.Payload)
+	st.bytes += m.payloadLen()
 	st.signal()
 	return nil
 }

@@ -16,7 +16,8 @@ import (
 
 // wireCodecName is the gRPC content-subtype of Pipe streams. The bytes are plain protobuf;
 // the codec only avoids copying payloads: a sent payload goes to the transport from the
-// buffer it was encoded in, and a received one is copied once, into a pooled buffer.
+// buffers it was encoded or received in, and a received one stays in the transport's frame
+// buffers until the operation has decoded (and perhaps forwarded) it.
 const wireCodecName = "ncsn-ring"
 
 func init() { encoding.RegisterCodecV2(wireCodec{}) }
@@ -25,36 +26,73 @@ type wireCodec struct{}
 
 func (wireCodec) Name() string { return wireCodecName }
 
-// outPiece is a Piece to send whose payload is a pooled buffer, freed by gRPC once written.
+// outPiece is a Piece to send whose payload is owned buffers, freed by gRPC once written.
 type outPiece struct {
 	ringpb.Piece // without Payload
-	payload      mem.Buffer
+	payload      mem.BufferSlice
 }
 
-// inPiece is a received Piece whose Payload lives in buf, from payloadPool, if not nil.
+// inPiece is a received Piece whose payload is in segs: references to the transport's
+// receive buffers (or, after the slow path, to a copy). Piece.Payload is not used.
 type inPiece struct {
 	ringpb.Piece
-	buf *[]byte
+	segs mem.BufferSlice
 }
 
-// release returns the payload buffer to the pool; the piece must not be used afterwards.
+func (in *inPiece) payloadLen() int { return in.segs.Len() }
+
+// release frees the payload; the piece must not be used afterwards.
 func (in *inPiece) release() {
-	if in.buf != nil {
-		payloadPool.Put(in.buf)
-		in.buf, in.Payload = nil, nil
-	}
+	in.segs.Free()
+	in.segs = nil
 }
 
-// forward hands the payload buffer to a piece to send; in gives up its payload.
-func (in *inPiece) forward() mem.Buffer {
-	var b mem.Buffer
-	if in.buf != nil {
-		b = mem.NewBuffer(in.buf, payloadPool)
-	} else {
-		b = mem.SliceBuffer(in.Payload)
+// forward hands the payload to a piece to send; in gives it up.
+func (in *inPiece) forward() mem.BufferSlice {
+	s := in.segs
+	in.segs = nil
+	return s
+}
+
+// contiguous returns the payload as one slice: the segment itself if there is one, else a
+// copy in *scratch, grown as needed.
+func (in *inPiece) contiguous(scratch *[]byte) []byte {
+	if len(in.segs) == 1 {
+		return in.segs[0].ReadOnlyData()
 	}
-	in.buf, in.Payload = nil, nil
+	n := in.segs.Len()
+	if cap(*scratch) < n {
+		*scratch = make([]byte, n)
+	}
+	b := (*scratch)[:n]
+	in.segs.CopyTo(b)
 	return b
+}
+
+// floatRuns calls fn(i, b) for consecutive runs b of whole little-endian float32 values in
+// segs, i being the index of b's first value. A value split between segments comes as a
+// 4-byte run of its own. len(segs) must be a multiple of 4.
+func floatRuns(segs mem.BufferSlice, fn func(i int, b []byte)) {
+	var carry [4]byte
+	nc, i := 0, 0
+	for _, s := range segs {
+		b := s.ReadOnlyData()
+		if nc > 0 {
+			k := copy(carry[nc:], b)
+			nc, b = nc+k, b[k:]
+			if nc < 4 {
+				continue
+			}
+			fn(i, carry[:])
+			i, nc = i+1, 0
+		}
+		if m := len(b) &^ 3; m > 0 {
+			fn(i, b[:m])
+			i += m / 4
+			b = b[m:]
+		}
+		nc = copy(carry[:], b)
+	}
 }
 
 func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
@@ -77,17 +115,26 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	// The payload field goes last: protobuf allows fields in any order.
 	hdr = protowire.AppendTag(hdr, payloadField, protowire.BytesType)
 	hdr = protowire.AppendVarint(hdr, uint64(o.payload.Len()))
-	return mem.BufferSlice{mem.SliceBuffer(hdr), o.payload}, nil
+	out := make(mem.BufferSlice, 0, 1+len(o.payload))
+	out = append(append(out, mem.SliceBuffer(hdr)), o.payload...)
+	o.payload = nil // gRPC owns and frees it now
+	return out, nil
 }
 
 const payloadField = 9
 
 // wireSize is the encoded size of o.
-func (o *outPiece) wireSize() int {
-	return proto.Size(&o.Piece) + protowire.SizeTag(payloadField) + protowire.SizeBytes(o.payload.Len())
-}
+func (o *outPiece) wireSize() int { return wireSize(&o.Piece, o.payload.Len()) }
 
-func (in *inPiece) wireSize() int { return proto.Size(&in.Piece) }
+func (in *inPiece) wireSize() int { return wireSize(&in.Piece, in.payloadLen()) }
+
+func wireSize(hdr *ringpb.Piece, payload int) int {
+	n := proto.Size(hdr)
+	if payload > 0 {
+		n += protowire.SizeTag(payloadField) + protowire.SizeBytes(payload)
+	}
+	return n
+}
 
 func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	in, ok := v.(*inPiece)
@@ -99,15 +146,22 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		b := data.Materialize()
 		return proto.Unmarshal(b, m)
 	}
-	if ok, err := in.unmarshalFast(data); ok || err != nil {
+	if in.unmarshalFast(data) {
+		return nil
+	}
+	if err := proto.Unmarshal(data.Materialize(), &in.Piece); err != nil {
 		return err
 	}
-	return proto.Unmarshal(data.Materialize(), &in.Piece)
+	if len(in.Payload) > 0 {
+		in.segs = mem.BufferSlice{mem.SliceBuffer(in.Payload)}
+	}
+	in.Payload = nil
+	return nil
 }
 
-// unmarshalFast parses the header fields and copies the payload straight into a pooled buffer.
-// It declines (false, nil) messages whose payload is not the last field.
-func (in *inPiece) unmarshalFast(data mem.BufferSlice) (bool, error) {
+// unmarshalFast parses the header fields and takes references to the payload's bytes where
+// they lie. It declines messages whose payload is not the last field.
+func (in *inPiece) unmarshalFast(data mem.BufferSlice) bool {
 	total := data.Len()
 	var first []byte
 	if len(data) > 0 {
@@ -124,34 +178,31 @@ func (in *inPiece) unmarshalFast(data mem.BufferSlice) (bool, error) {
 	for off < len(b) {
 		num, typ, n := protowire.ConsumeTag(b[off:])
 		if n < 0 {
-			return false, nil
+			return false
 		}
 		if num == payloadField && typ == protowire.BytesType {
 			l, m := protowire.ConsumeVarint(b[off+n:])
 			if m < 0 || uint64(total-(off+n+m)) != l {
-				return false, nil
+				return false
 			}
-			start := off + n + m
-			in.buf = payloadPool.Get(int(l))
-			copyFrom(*in.buf, data, start)
-			p.Payload = *in.buf
-			return true, nil
+			in.segs = refRange(data, off+n+m)
+			return true
 		}
 		off += n
 		if typ == protowire.BytesType && num == 1 {
 			s, m := protowire.ConsumeString(b[off:])
 			if m < 0 || !utf8.ValidString(s) { // proto3 strings must be UTF-8
-				return false, nil
+				return false
 			}
 			p.Run, off = s, off+m
 			continue
 		}
 		if typ != protowire.VarintType {
-			return false, nil
+			return false
 		}
 		x, m := protowire.ConsumeVarint(b[off:])
 		if m < 0 {
-			return false, nil
+			return false
 		}
 		off += m
 		switch num {
@@ -170,31 +221,31 @@ func (in *inPiece) unmarshalFast(data mem.BufferSlice) (bool, error) {
 		case 8:
 			p.Length = x
 		default:
-			return false, nil
+			return false
 		}
 	}
 	// No payload field within the prefix: an empty payload, or a layout left to proto.
 	if off == total {
-		return true, nil
+		return true
 	}
 	proto.Reset(p)
-	return false, nil
+	return false
 }
 
-// copyFrom copies data[start:start+len(dst)] into dst.
-func copyFrom(dst []byte, data mem.BufferSlice, start int) {
+// refRange returns new references to the bytes of data from start on; gRPC frees data itself
+// when Unmarshal returns.
+func refRange(data mem.BufferSlice, start int) mem.BufferSlice {
+	var out mem.BufferSlice
 	for _, seg := range data {
-		s := seg.ReadOnlyData()
-		if start >= len(s) {
-			start -= len(s)
+		l := seg.Len()
+		if start >= l {
+			start -= l
 			continue
 		}
-		n := copy(dst, s[start:])
-		dst, start = dst[n:], 0
-		if len(dst) == 0 {
-			return
-		}
+		out = append(out, seg.Slice(start, l))
+		start = 0
 	}
+	return out
 }
 
 // payloadPool holds payload buffers; they move from the transport to decoders and back.
