@@ -31,6 +31,12 @@ func (r *Ring) allReduce(ctx context.Context, op Op, buf []float32) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
+	if op.Encoded != nil {
+		op.Encoded.reset(op.Codec, len(buf))
+		if op.Codec == (Codec{}) {
+			op.Encoded = nil
+		}
+	}
 	if op.Residual != nil {
 		for i, v := range op.Residual {
 			buf[i] += v
@@ -321,6 +327,9 @@ func (a *ringOp) handle(in *inPiece) error {
 		if err := a.dec.decodeSegs(a.buf[lo:hi], in, false); err != nil {
 			return bad("all-gather piece %d of chunk %d: %v", p, c, err)
 		}
+		if a.op.Encoded != nil {
+			a.op.Encoded.addSegs(lo, hi-lo, in.segs)
+		}
 		if c == (a.rank+2)%a.n {
 			in.release()
 			return nil // the right neighbour owns it
@@ -339,9 +348,14 @@ func (a *ringOp) encodeSend(phase ringpb.Phase, c, p int) error {
 	raw := a.op.Codec.rawSize(hi - lo)
 	b := payloadPool.Get(raw + raw/64 + 256) // room for incompressible input
 	*b = a.enc.Encode((*b)[:0], a.buf[lo:hi], a.residual(lo, hi))
-	if phase == ringpb.Phase_PHASE_ALL_GATHER && a.op.Codec.Lossy() {
-		if err := a.dec.Decode(a.buf[lo:hi], *b); err != nil {
-			return fmt.Errorf("allreduce: op %v: decode own piece: %w", a.key, err)
+	if phase == ringpb.Phase_PHASE_ALL_GATHER {
+		if a.op.Codec.Lossy() {
+			if err := a.dec.Decode(a.buf[lo:hi], *b); err != nil {
+				return fmt.Errorf("allreduce: op %v: decode own piece: %w", a.key, err)
+			}
+		}
+		if a.op.Encoded != nil {
+			a.op.Encoded.add(lo, hi-lo, *b)
 		}
 	}
 	return a.send(phase, c, p, mem.BufferSlice{mem.NewBuffer(b, payloadPool)})

@@ -65,6 +65,9 @@ type Op struct {
 	Residual []float32
 	// Timeout overrides Config.Timeout for this operation.
 	Timeout time.Duration
+	// Encoded, if not nil, receives the result in its wire encoding (see Encoded). It stays
+	// empty under codec none, whose encoding is the buffer itself.
+	Encoded *Encoded
 }
 
 // Result reports one operation.

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/internal/cluster"
 	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/safetensors"
@@ -94,6 +95,8 @@ type Server struct {
 	mu      sync.Mutex
 	state   *model.State
 	grad    []float32
+	codec   allreduce.Codec
+	dec     *allreduce.Decoder // of encoded commits
 	stats   model.LossStats
 	epoch   uint64
 	view    *coordpb.View
@@ -180,8 +183,16 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	codec, err := allreduce.ParseCodec(rc.AllReduce.Codec, rc.AllReduce.Compressor)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	dec, err := allreduce.NewDecoder(codec)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
 	s := &Server{
-		cfg: cfg, log: log, m: m, auth: auth, layout: params,
+		cfg: cfg, log: log, m: m, auth: auth, layout: params, codec: codec, dec: dec,
 		ckpt:      &model.CheckpointDir{Dir: filepath.Join(cfg.Out, "checkpoints"), Keep: rc.Run.Keep, Logger: log, Writer: cfg.CheckpointWriter},
 		total:     rc.Run.Steps,
 		batch:     rc.Train.GlobalBatch,

@@ -17,6 +17,7 @@ type metrics struct {
 	members        prometheus.Gauge
 	stateDownloads prometheus.Counter
 	hashMismatches prometheus.Counter
+	commitBytes    prometheus.Counter
 	ckptSeconds    prometheus.Histogram
 	ckptFailures   prometheus.Counter
 }
@@ -35,12 +36,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		members:        prometheus.NewGauge(prometheus.GaugeOpts(o("ring_members", "Workers in the current ring view."))),
 		stateDownloads: prometheus.NewCounter(prometheus.CounterOpts(o("state_downloads_total", "Canonical state downloads by workers."))),
 		hashMismatches: prometheus.NewCounter(prometheus.CounterOpts(o("hash_mismatches_total", "Replica hash reports that differed from the canonical state."))),
+		commitBytes:    prometheus.NewCounter(prometheus.CounterOpts(o("commit_gradient_bytes_total", "Gradient bytes received in commits: the ring codec's encoded size, or raw float32 under codec none."))),
 		ckptSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "ncsn", Subsystem: "coordinator", Name: "checkpoint_seconds",
 			Help: "Time to write a checkpoint.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		ckptFailures: prometheus.NewCounter(prometheus.CounterOpts(o("checkpoint_failures_total", "Checkpoint writes that failed."))),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.steps, m.step, m.loss, m.lossLevel, m.samplesPerSec, m.epoch, m.members, m.stateDownloads, m.hashMismatches, m.ckptSeconds, m.ckptFailures} {
+		for _, c := range []prometheus.Collector{m.steps, m.step, m.loss, m.lossLevel, m.samplesPerSec, m.epoch, m.members, m.stateDownloads, m.hashMismatches, m.commitBytes, m.ckptSeconds, m.ckptFailures} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("coordinator: register metrics: %w", err)
 			}

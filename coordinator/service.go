@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/internal/cluster"
 	"github.com/ncsn/ncsn/proto/coordpb"
 )
@@ -238,6 +239,27 @@ func (s *Server) State(req *coordpb.StateRequest, stream coordpb.Coordinator_Sta
 	return nil
 }
 
+// readGradient fills s.grad from a commit, raw or in the ring's encoding.
+func (s *Server) readGradient(req *coordpb.CommitRequest) error {
+	e := req.Encoded
+	if e == nil {
+		s.m.commitBytes.Add(float64(len(req.Gradient)))
+		return cluster.ReadFloats(s.grad, req.Gradient)
+	}
+	if e.Codec != s.codec.String() || e.Length != uint64(len(s.grad)) {
+		return fmt.Errorf("encoded as %s with %d values, want %s with %d", e.Codec, e.Length, s.codec, len(s.grad))
+	}
+	spans := make([]allreduce.EncodedSpan, len(e.Spans))
+	for i, sp := range e.Spans {
+		if sp.Offset > e.Length || sp.Count > e.Length {
+			return fmt.Errorf("span of %d values at %d in %d", sp.Count, sp.Offset, e.Length)
+		}
+		spans[i] = allreduce.EncodedSpan{Offset: int(sp.Offset), Count: int(sp.Count), Data: sp.Data}
+		s.m.commitBytes.Add(float64(len(sp.Data)))
+	}
+	return s.dec.DecodeSpans(s.grad, spans)
+}
+
 // Commit applies rank 0's reduced gradient of the next step to the canonical state.
 func (s *Server) Commit(ctx context.Context, req *coordpb.CommitRequest) (*coordpb.CommitResponse, error) {
 	s.mu.Lock()
@@ -267,7 +289,7 @@ func (s *Server) commitLocked(req *coordpb.CommitRequest) (*coordpb.CommitRespon
 	case req.Step > step:
 		return nil, nil, status.Errorf(codes.FailedPrecondition, "commit of step %d, but the committed step is %d", req.Step, step)
 	}
-	if err := cluster.ReadFloats(s.grad, req.Gradient); err != nil {
+	if err := s.readGradient(req); err != nil {
 		return nil, nil, status.Errorf(codes.InvalidArgument, "gradient: %v", err)
 	}
 	if err := s.stats.Get(req.LossStats); err != nil {

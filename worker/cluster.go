@@ -90,7 +90,8 @@ type Cluster struct {
 	statsBuf []float32 // the step's loss statistics, all-reduced without loss
 	resid    []float32
 	stats    model.LossStats
-	commit   []byte
+	commit   []byte            // rank 0's gradient for the coordinator, as raw float32
+	encoded  allreduce.Encoded // or as the ring encoded it
 
 	lastEpoch uint64
 	id        string
@@ -599,6 +600,11 @@ func (c *Cluster) train(ctx context.Context, client coordpb.CoordinatorClient, b
 			_, err := c.ring.AllReduce(ctx, statsOp, flat)
 			statsErr <- err
 		}()
+		if rank == 0 {
+			// The commit carries the sum as the ring encoded it: compressed, and
+			// decoding to exactly what the members apply.
+			op.Encoded = &c.encoded
+		}
 		res, err := c.ring.AllReduce(ctx, op, grad)
 		if serr := <-statsErr; err == nil {
 			err = serr
@@ -621,8 +627,14 @@ func (c *Cluster) train(ctx context.Context, client coordpb.CoordinatorClient, b
 		if err := c.stats.Get(flat); err != nil {
 			return err
 		}
+		var encoded *coordpb.EncodedGradient
 		if rank == 0 {
-			c.commit = cluster.AppendFloats(c.commit[:0], grad)
+			if spans := c.encoded.Spans(); len(spans) > 0 {
+				encoded = encodedGradient(&c.encoded, spans)
+				c.commit = c.commit[:0]
+			} else {
+				c.commit = cluster.AppendFloats(c.commit[:0], grad)
+			}
 		}
 		if err := c.prev.CopyFrom(c.state); err != nil {
 			return err
@@ -640,7 +652,7 @@ func (c *Cluster) train(ctx context.Context, client coordpb.CoordinatorClient, b
 		if rank == 0 {
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			resp, err := client.Commit(cctx, &coordpb.CommitRequest{
-				WorkerId: c.id, Epoch: v.Epoch, Step: s, Gradient: c.commit, LossStats: append([]float32(nil), flat...), StateHash: hash,
+				WorkerId: c.id, Epoch: v.Epoch, Step: s, Gradient: c.commit, Encoded: encoded, LossStats: append([]float32(nil), flat...), StateHash: hash,
 			})
 			cancel()
 			if err != nil {
@@ -676,6 +688,14 @@ func (c *Cluster) train(ctx context.Context, client coordpb.CoordinatorClient, b
 		}
 	}
 	return nil
+}
+
+func encodedGradient(e *allreduce.Encoded, spans []allreduce.EncodedSpan) *coordpb.EncodedGradient {
+	g := &coordpb.EncodedGradient{Codec: e.Codec.String(), Length: uint64(e.Length), Spans: make([]*coordpb.EncodedSpan, len(spans))}
+	for i, sp := range spans {
+		g.Spans[i] = &coordpb.EncodedSpan{Offset: uint64(sp.Offset), Count: uint64(sp.Count), Data: sp.Data}
+	}
+	return g
 }
 
 // report names a failed neighbour to the coordinator (best effort: the coordinator also

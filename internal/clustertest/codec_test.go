@@ -4,6 +4,10 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ncsn/ncsn/coordinator"
 )
 
 // Training the toy mixture with int8 gradients and error feedback ends within
@@ -19,7 +23,8 @@ func TestInt8ErrorFeedbackConvergence(t *testing.T) {
 			"allreduce.codec="+codec, "allreduce.compressor=zstd", "cluster.min_workers=3")
 		var log Log
 		lg := log.Logger(t)
-		c := StartCoordinator(t, rc, t.TempDir(), lg, CoordOptions{})
+		reg := prometheus.NewRegistry()
+		c := StartCoordinator(t, rc, t.TempDir(), lg, CoordOptions{Tweak: func(cfg *coordinator.Config) { cfg.Registerer = reg }})
 		ws := make([]*Worker, 3)
 		for i := range ws {
 			ws[i] = StartWorker(t, c.Addr(), lg, WorkerOptions{})
@@ -38,6 +43,26 @@ func TestInt8ErrorFeedbackConvergence(t *testing.T) {
 			w.Wait(t, time.Minute)
 		}
 		final[codec] = sum / tail
+		// The commits carried the sum as the ring encoded it, and it decoded at the
+		// coordinator to exactly what the workers applied.
+		canon, _ := NewState(t, rc)
+		if err := c.Snapshot(canon); err != nil {
+			t.Fatal(err)
+		}
+		for i, w := range ws {
+			if w.State().Hash() != canon.Hash() {
+				t.Errorf("%s: worker %d's replica differs from the coordinator's state", codec, i)
+			}
+		}
+		if n := counter(t, reg, "ncsn_coordinator_hash_mismatches_total"); n != 0 {
+			t.Errorf("%s: %v hash mismatches", codec, n)
+		}
+		perStep := counter(t, reg, "ncsn_coordinator_commit_gradient_bytes_total") / steps
+		raw := float64(4 * len(canon.Params))
+		t.Logf("%s+zstd: %.0f commit bytes per step, raw float32 %.0f (%.2f×)", codec, perStep, raw, raw/perStep)
+		if want := map[string]float64{"none": 1, "int8": 3.5}[codec]; raw/perStep < want {
+			t.Errorf("%s: commits of %.0f bytes per step for %.0f raw, want ≥ %.1f× smaller", codec, perStep, raw, want)
+		}
 	}
 	// The first step's loss comes from the same initial parameters in both
 	// runs: equal bits show the loss statistics travel exactly, whatever the codec.
@@ -52,4 +77,20 @@ func TestInt8ErrorFeedbackConvergence(t *testing.T) {
 	if math.Abs(d) > 0.02 {
 		t.Errorf("int8 ends %.2f%% away from none, want within 2%%", 100*d)
 	}
+}
+
+// counter reads a counter from reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			return mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
 }

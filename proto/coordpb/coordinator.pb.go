@@ -539,7 +539,10 @@ type CommitRequest struct {
 	// loss_stats is model.LossStats.Put of the all-reduced statistics.
 	LossStats []float32 `protobuf:"fixed32,5,rep,packed,name=loss_stats,json=lossStats,proto3" json:"loss_stats,omitempty"`
 	// state_hash, if set, is the committer's hash after applying the step.
-	StateHash     []byte `protobuf:"bytes,6,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	StateHash []byte `protobuf:"bytes,6,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// encoded, if set, replaces gradient: the sum in the ring codec's encoding, exactly the
+	// bytes the members decoded their copies from, so that it travels at the compressed size.
+	Encoded       *EncodedGradient `protobuf:"bytes,7,opt,name=encoded,proto3" json:"encoded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -616,6 +619,136 @@ func (x *CommitRequest) GetStateHash() []byte {
 	return nil
 }
 
+func (x *CommitRequest) GetEncoded() *EncodedGradient {
+	if x != nil {
+		return x.Encoded
+	}
+	return nil
+}
+
+type EncodedGradient struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// codec is the ring codec's name, e.g. "int8+zstd"; it must be the run's.
+	Codec string `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
+	// length is the number of float32 values.
+	Length uint64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	// spans cover [0, length) exactly once, in any order.
+	Spans         []*EncodedSpan `protobuf:"bytes,3,rep,name=spans,proto3" json:"spans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EncodedGradient) Reset() {
+	*x = EncodedGradient{}
+	mi := &file_coordinator_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EncodedGradient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EncodedGradient) ProtoMessage() {}
+
+func (x *EncodedGradient) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EncodedGradient.ProtoReflect.Descriptor instead.
+func (*EncodedGradient) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *EncodedGradient) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *EncodedGradient) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *EncodedGradient) GetSpans() []*EncodedSpan {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
+type EncodedSpan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Count         uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EncodedSpan) Reset() {
+	*x = EncodedSpan{}
+	mi := &file_coordinator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EncodedSpan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EncodedSpan) ProtoMessage() {}
+
+func (x *EncodedSpan) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EncodedSpan.ProtoReflect.Descriptor instead.
+func (*EncodedSpan) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *EncodedSpan) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *EncodedSpan) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *EncodedSpan) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type CommitResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// committed_step after this commit.
@@ -628,7 +761,7 @@ type CommitResponse struct {
 
 func (x *CommitResponse) Reset() {
 	*x = CommitResponse{}
-	mi := &file_coordinator_proto_msgTypes[9]
+	mi := &file_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +773,7 @@ func (x *CommitResponse) String() string {
 func (*CommitResponse) ProtoMessage() {}
 
 func (x *CommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[9]
+	mi := &file_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +786,7 @@ func (x *CommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitResponse.ProtoReflect.Descriptor instead.
 func (*CommitResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CommitResponse) GetCommittedStep() int64 {
@@ -682,7 +815,7 @@ type HashReport struct {
 
 func (x *HashReport) Reset() {
 	*x = HashReport{}
-	mi := &file_coordinator_proto_msgTypes[10]
+	mi := &file_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +827,7 @@ func (x *HashReport) String() string {
 func (*HashReport) ProtoMessage() {}
 
 func (x *HashReport) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[10]
+	mi := &file_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +840,7 @@ func (x *HashReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashReport.ProtoReflect.Descriptor instead.
 func (*HashReport) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HashReport) GetWorkerId() string {
@@ -748,7 +881,7 @@ type HashResponse struct {
 
 func (x *HashResponse) Reset() {
 	*x = HashResponse{}
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +893,7 @@ func (x *HashResponse) String() string {
 func (*HashResponse) ProtoMessage() {}
 
 func (x *HashResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +906,7 @@ func (x *HashResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashResponse.ProtoReflect.Descriptor instead.
 func (*HashResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HashResponse) GetMismatch() bool {
@@ -796,7 +929,7 @@ type FailureReport struct {
 
 func (x *FailureReport) Reset() {
 	*x = FailureReport{}
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +941,7 @@ func (x *FailureReport) String() string {
 func (*FailureReport) ProtoMessage() {}
 
 func (x *FailureReport) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +954,7 @@ func (x *FailureReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailureReport.ProtoReflect.Descriptor instead.
 func (*FailureReport) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FailureReport) GetWorkerId() string {
@@ -860,7 +993,7 @@ type FailureResponse struct {
 
 func (x *FailureResponse) Reset() {
 	*x = FailureResponse{}
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1005,7 @@ func (x *FailureResponse) String() string {
 func (*FailureResponse) ProtoMessage() {}
 
 func (x *FailureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1018,7 @@ func (x *FailureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailureResponse.ProtoReflect.Descriptor instead.
 func (*FailureResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 type StatusRequest struct {
@@ -896,7 +1029,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1041,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1054,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 type StatusResponse struct {
@@ -947,7 +1080,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1092,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1105,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetRunId() string {
@@ -1107,7 +1240,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x16\n" +
 	"\x06params\x18\x02 \x01(\x04R\x06params\x12\x10\n" +
 	"\x03ema\x18\x03 \x01(\x04R\x03ema\x12\x12\n" +
-	"\x04hash\x18\x04 \x01(\fR\x04hash\"\xb0\x01\n" +
+	"\x04hash\x18\x04 \x01(\fR\x04hash\"\xf0\x01\n" +
 	"\rCommitRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x12\n" +
@@ -1116,7 +1249,16 @@ const file_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"loss_stats\x18\x05 \x03(\x02R\tlossStats\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\x06 \x01(\fR\tstateHash\"M\n" +
+	"state_hash\x18\x06 \x01(\fR\tstateHash\x12>\n" +
+	"\aencoded\x18\a \x01(\v2$.ncsn.coordinator.v1.EncodedGradientR\aencoded\"w\n" +
+	"\x0fEncodedGradient\x12\x14\n" +
+	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\x126\n" +
+	"\x05spans\x18\x03 \x03(\v2 .ncsn.coordinator.v1.EncodedSpanR\x05spans\"O\n" +
+	"\vEncodedSpan\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"M\n" +
 	"\x0eCommitResponse\x12%\n" +
 	"\x0ecommitted_step\x18\x01 \x01(\x03R\rcommittedStep\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"g\n" +
@@ -1175,7 +1317,7 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinator_proto_rawDescData
 }
 
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_coordinator_proto_goTypes = []any{
 	(*JoinRequest)(nil),     // 0: ncsn.coordinator.v1.JoinRequest
 	(*JoinResponse)(nil),    // 1: ncsn.coordinator.v1.JoinResponse
@@ -1186,37 +1328,41 @@ var file_coordinator_proto_goTypes = []any{
 	(*StateChunk)(nil),      // 6: ncsn.coordinator.v1.StateChunk
 	(*StateHeader)(nil),     // 7: ncsn.coordinator.v1.StateHeader
 	(*CommitRequest)(nil),   // 8: ncsn.coordinator.v1.CommitRequest
-	(*CommitResponse)(nil),  // 9: ncsn.coordinator.v1.CommitResponse
-	(*HashReport)(nil),      // 10: ncsn.coordinator.v1.HashReport
-	(*HashResponse)(nil),    // 11: ncsn.coordinator.v1.HashResponse
-	(*FailureReport)(nil),   // 12: ncsn.coordinator.v1.FailureReport
-	(*FailureResponse)(nil), // 13: ncsn.coordinator.v1.FailureResponse
-	(*StatusRequest)(nil),   // 14: ncsn.coordinator.v1.StatusRequest
-	(*StatusResponse)(nil),  // 15: ncsn.coordinator.v1.StatusResponse
+	(*EncodedGradient)(nil), // 9: ncsn.coordinator.v1.EncodedGradient
+	(*EncodedSpan)(nil),     // 10: ncsn.coordinator.v1.EncodedSpan
+	(*CommitResponse)(nil),  // 11: ncsn.coordinator.v1.CommitResponse
+	(*HashReport)(nil),      // 12: ncsn.coordinator.v1.HashReport
+	(*HashResponse)(nil),    // 13: ncsn.coordinator.v1.HashResponse
+	(*FailureReport)(nil),   // 14: ncsn.coordinator.v1.FailureReport
+	(*FailureResponse)(nil), // 15: ncsn.coordinator.v1.FailureResponse
+	(*StatusRequest)(nil),   // 16: ncsn.coordinator.v1.StatusRequest
+	(*StatusResponse)(nil),  // 17: ncsn.coordinator.v1.StatusResponse
 }
 var file_coordinator_proto_depIdxs = []int32{
 	3,  // 0: ncsn.coordinator.v1.View.members:type_name -> ncsn.coordinator.v1.Member
 	7,  // 1: ncsn.coordinator.v1.StateChunk.header:type_name -> ncsn.coordinator.v1.StateHeader
-	3,  // 2: ncsn.coordinator.v1.StatusResponse.members:type_name -> ncsn.coordinator.v1.Member
-	0,  // 3: ncsn.coordinator.v1.Coordinator.Join:input_type -> ncsn.coordinator.v1.JoinRequest
-	2,  // 4: ncsn.coordinator.v1.Coordinator.Views:input_type -> ncsn.coordinator.v1.ViewsRequest
-	5,  // 5: ncsn.coordinator.v1.Coordinator.State:input_type -> ncsn.coordinator.v1.StateRequest
-	8,  // 6: ncsn.coordinator.v1.Coordinator.Commit:input_type -> ncsn.coordinator.v1.CommitRequest
-	10, // 7: ncsn.coordinator.v1.Coordinator.ReportHash:input_type -> ncsn.coordinator.v1.HashReport
-	12, // 8: ncsn.coordinator.v1.Coordinator.ReportFailure:input_type -> ncsn.coordinator.v1.FailureReport
-	14, // 9: ncsn.coordinator.v1.Coordinator.Status:input_type -> ncsn.coordinator.v1.StatusRequest
-	1,  // 10: ncsn.coordinator.v1.Coordinator.Join:output_type -> ncsn.coordinator.v1.JoinResponse
-	4,  // 11: ncsn.coordinator.v1.Coordinator.Views:output_type -> ncsn.coordinator.v1.View
-	6,  // 12: ncsn.coordinator.v1.Coordinator.State:output_type -> ncsn.coordinator.v1.StateChunk
-	9,  // 13: ncsn.coordinator.v1.Coordinator.Commit:output_type -> ncsn.coordinator.v1.CommitResponse
-	11, // 14: ncsn.coordinator.v1.Coordinator.ReportHash:output_type -> ncsn.coordinator.v1.HashResponse
-	13, // 15: ncsn.coordinator.v1.Coordinator.ReportFailure:output_type -> ncsn.coordinator.v1.FailureResponse
-	15, // 16: ncsn.coordinator.v1.Coordinator.Status:output_type -> ncsn.coordinator.v1.StatusResponse
-	10, // [10:17] is the sub-list for method output_type
-	3,  // [3:10] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	9,  // 2: ncsn.coordinator.v1.CommitRequest.encoded:type_name -> ncsn.coordinator.v1.EncodedGradient
+	10, // 3: ncsn.coordinator.v1.EncodedGradient.spans:type_name -> ncsn.coordinator.v1.EncodedSpan
+	3,  // 4: ncsn.coordinator.v1.StatusResponse.members:type_name -> ncsn.coordinator.v1.Member
+	0,  // 5: ncsn.coordinator.v1.Coordinator.Join:input_type -> ncsn.coordinator.v1.JoinRequest
+	2,  // 6: ncsn.coordinator.v1.Coordinator.Views:input_type -> ncsn.coordinator.v1.ViewsRequest
+	5,  // 7: ncsn.coordinator.v1.Coordinator.State:input_type -> ncsn.coordinator.v1.StateRequest
+	8,  // 8: ncsn.coordinator.v1.Coordinator.Commit:input_type -> ncsn.coordinator.v1.CommitRequest
+	12, // 9: ncsn.coordinator.v1.Coordinator.ReportHash:input_type -> ncsn.coordinator.v1.HashReport
+	14, // 10: ncsn.coordinator.v1.Coordinator.ReportFailure:input_type -> ncsn.coordinator.v1.FailureReport
+	16, // 11: ncsn.coordinator.v1.Coordinator.Status:input_type -> ncsn.coordinator.v1.StatusRequest
+	1,  // 12: ncsn.coordinator.v1.Coordinator.Join:output_type -> ncsn.coordinator.v1.JoinResponse
+	4,  // 13: ncsn.coordinator.v1.Coordinator.Views:output_type -> ncsn.coordinator.v1.View
+	6,  // 14: ncsn.coordinator.v1.Coordinator.State:output_type -> ncsn.coordinator.v1.StateChunk
+	11, // 15: ncsn.coordinator.v1.Coordinator.Commit:output_type -> ncsn.coordinator.v1.CommitResponse
+	13, // 16: ncsn.coordinator.v1.Coordinator.ReportHash:output_type -> ncsn.coordinator.v1.HashResponse
+	15, // 17: ncsn.coordinator.v1.Coordinator.ReportFailure:output_type -> ncsn.coordinator.v1.FailureResponse
+	17, // 18: ncsn.coordinator.v1.Coordinator.Status:output_type -> ncsn.coordinator.v1.StatusResponse
+	12, // [12:19] is the sub-list for method output_type
+	5,  // [5:12] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_proto_init() }
@@ -1230,7 +1376,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
