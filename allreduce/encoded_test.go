@@ -101,3 +101,31 @@ func TestDecodeSpansLayout(t *testing.T) {
 		})
 	}
 }
+
+// FuzzDecodeSpans: spans from the wire (a coordinator takes them from a commit) never make
+// the decoder panic, and are accepted only if they cover the buffer.
+func FuzzDecodeSpans(f *testing.F) {
+	enc, _ := NewEncoder(Codec{QuantInt8, CompressZstd})
+	good := enc.Encode(nil, []float32{1, -2, 3, 0.5, 7}, nil)
+	f.Add(good, uint8(0), uint8(5), uint8(0), false)
+	f.Add(good, uint8(2), uint8(3), uint8(4), true)
+	f.Fuzz(func(t *testing.T, data []byte, cut, count, off uint8, split bool) {
+		for _, c := range allCodecs() {
+			dec, _ := NewDecoder(c)
+			dst := make([]float32, 5)
+			spans := []EncodedSpan{{Offset: int(off) % 8, Count: int(count) % 8, Data: data}}
+			if split {
+				k := min(int(cut), len(data))
+				spans = []EncodedSpan{{Offset: 0, Count: int(off) % 6, Data: data[:k]}, {Offset: int(off) % 6, Count: int(count) % 8, Data: data[k:]}}
+			}
+			err := dec.DecodeSpans(dst, spans)
+			covered := 0
+			for _, s := range spans {
+				covered += s.Count
+			}
+			if err == nil && covered != len(dst) {
+				t.Fatalf("%v: accepted spans covering %d of %d values", c, covered, len(dst))
+			}
+		}
+	})
+}
