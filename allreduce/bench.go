@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,8 @@ type BenchResult struct {
 	// MaxRelError is the largest difference from the float64 sum, relative to the largest
 	// magnitude of that sum (float32 rounding alone for codec none).
 	MaxRelError float64 `json:"max_rel_error"`
+	// GOMAXPROCS of each member process.
+	GoMaxProcs int `json:"gomaxprocs"`
 }
 
 // Bench runs the workload across cfg.Procs processes started as exe args... plus the member
@@ -99,6 +102,11 @@ func Bench(ctx context.Context, cfg BenchConfig, exe string, args []string, stde
 			"--member-rank", strconv.Itoa(rank), "--member-addrs", strings.Join(addrs, ","))...)
 		cmd.ExtraFiles = []*os.File{files[rank]}
 		cmd.Stderr = stderr
+		if os.Getenv("GOMAXPROCS") == "" {
+			// The members share the machine's cores, as torch_ref.py's ranks do with one
+			// thread each: more scheduler threads than cores only add handoffs.
+			cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(max(1, runtime.NumCPU()/cfg.Procs)))
+		}
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			return BenchResult{}, err
@@ -239,6 +247,7 @@ func benchRun(ctx context.Context, r *Ring, cfg BenchConfig, rank int, addrs []s
 		ChunkBytes:     r.pieceElems * 4,
 		WireBytesPerOp: wire / int64(cfg.Iters),
 		MaxRelError:    maxErr / max(maxAbs, 1e-30),
+		GoMaxProcs:     runtime.GOMAXPROCS(0),
 	}, nil
 }
 
