@@ -66,7 +66,8 @@ type Op struct {
 	// Timeout overrides Config.Timeout for this operation.
 	Timeout time.Duration
 	// Encoded, if not nil, receives the result in its wire encoding (see Encoded). It stays
-	// empty under codec none, whose encoding is the buffer itself.
+	// empty under codec none, whose encoding is the buffer itself, and is incomplete after
+	// an error.
 	Encoded *Encoded
 }
 

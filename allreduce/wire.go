@@ -71,7 +71,7 @@ func (in *inPiece) contiguous(scratch *[]byte) []byte {
 
 // floatRuns calls fn(i, b) for consecutive runs b of whole little-endian float32 values in
 // segs, i being the index of b's first value. A value split between segments comes as a
-// 4-byte run of its own. len(segs) must be a multiple of 4.
+// 4-byte run of its own. segs must hold a whole number of values.
 func floatRuns(segs mem.BufferSlice, fn func(i int, b []byte)) {
 	var carry [4]byte
 	nc, i := 0, 0
