@@ -12,6 +12,9 @@ func kern4x24(kc int, a, b, c *float32, ldc int, alpha, beta float32, load bool)
 func kern8x32(kc int, a, b, c *float32, ldc int, alpha, beta float32, load bool)
 
 //go:noescape
+func kern8x32r(kc int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32, load bool)
+
+//go:noescape
 func copyPanels(kb int, src *float32, lds int, dst *float32, w, panels int)
 
 //go:noescape
@@ -55,6 +58,10 @@ var avx512Kernel = &kernel{
 	micro: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 		_, _, _ = a[8*kc-1], b[32*kc-1], c[7*ldc+31] // the kernel reads and writes this far
 		kern8x32(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, beta != 0)
+	},
+	microRows: func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+		_, _, _ = a[7*lda+kc-1], b[32*kc-1], c[7*ldc+31]
+		kern8x32r(kc, &a[0], lda, &b[0], &c[0], ldc, alpha, beta, beta != 0)
 	},
 	copyRows:  copyPanels,
 	transRows: transPanel,

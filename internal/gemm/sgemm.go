@@ -17,6 +17,12 @@ type kernel struct {
 	// from an A micro-panel (mr values per step) and a B micro-panel (nr per
 	// step). c is not read when beta == 0.
 	micro func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	// microRows, if not nil, is micro with A read in place (row i of the
+	// tile at a[i·lda:]) instead of packed. Transposing A into panels costs
+	// as much as a sixth of the multiply when n is a few tiles wide (the
+	// convolutions' im2col matrices times Co ≤ 128 filters), and reading mr
+	// rows in place touches as many cache lines as the packed panel.
+	microRows func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32)
 
 	// Optional vectorised packing of whole panels (nil: portable Go).
 	// copyRows: dst[q·w·kb + p·w + j] = src[p·lds + q·w + j] for p < kb,
@@ -227,8 +233,17 @@ func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
 			}
 			for ic := i0; ic < i1; ic += mcb {
 				mb := min(mcb, i1-ic)
-				packA(kern, p.transA, p.a, p.lda, ic, pc, mb, kb, w.abuf)
-				w.macro(kern, kb, mb, nb, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
+				var a []float32 // A in place, or nil when packed
+				if !p.transA && kern.microRows != nil {
+					a = p.a[ic*p.lda+pc:]
+					if full := mb / kern.mr * kern.mr; full < mb {
+						// Only the short last panel is packed (zero-padded).
+						transRows(kern, kb, a[full*p.lda:], p.lda, w.abuf[full*kb:(full+kern.mr)*kb], mb-full, kern.mr)
+					}
+				} else {
+					packA(kern, p.transA, p.a, p.lda, ic, pc, mb, kb, w.abuf)
+				}
+				w.macro(kern, kb, mb, nb, a, p.lda, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
 			}
 		}
 	}
@@ -242,9 +257,11 @@ func balance(n, limit, unit int) int {
 	return min(limit, (size+unit-1)/unit*unit)
 }
 
-// macro multiplies a packed mb×kb block of A by a packed kb×nb block of B
-// into c, tile by tile; the B micro-panel stays in L1 across the column of tiles.
-func (w *worker) macro(kern *kernel, kb, mb, nb int, c []float32, ldc int, alpha, beta float32) {
+// macro multiplies an mb×kb block of A by a packed kb×nb block of B into c,
+// tile by tile; the B micro-panel stays in L1 across the column of tiles.
+// A is packed in w.abuf, or if a is not nil read in place from a (stride
+// lda) but for a short last panel, which is packed.
+func (w *worker) macro(kern *kernel, kb, mb, nb int, a []float32, lda int, c []float32, ldc int, alpha, beta float32) {
 	mr, nr := kern.mr, kern.nr
 	for jr := 0; jr < nb; jr += nr {
 		nn := min(nr, nb-jr)
@@ -253,13 +270,22 @@ func (w *worker) macro(kern *kernel, kb, mb, nb int, c []float32, ldc int, alpha
 			mm := min(mr, mb-ir)
 			ap := w.abuf[ir*kb : (ir+mr)*kb]
 			cp := c[ir*ldc+jr:]
+			inPlace := a != nil && mm == mr
 			if mm == mr && nn == nr {
-				kern.micro(kb, ap, bp, cp, ldc, alpha, beta)
+				if inPlace {
+					kern.microRows(kb, a[ir*lda:], lda, bp, cp, ldc, alpha, beta)
+				} else {
+					kern.micro(kb, ap, bp, cp, ldc, alpha, beta)
+				}
 				continue
 			}
 			// Edge tile: the packed panels are zero-padded, so compute the
 			// full tile into scratch and merge only its valid part.
-			kern.micro(kb, ap, bp, w.tile, nr, alpha, 0)
+			if inPlace {
+				kern.microRows(kb, a[ir*lda:], lda, bp, w.tile, nr, alpha, 0)
+			} else {
+				kern.micro(kb, ap, bp, w.tile, nr, alpha, 0)
+			}
 			for i := range mm {
 				row := cp[i*ldc : i*ldc+nn]
 				t := w.tile[i*nr : i*nr+nn]
