@@ -83,8 +83,10 @@ func gnStats[T Float](st *gnState[T], s int, x, tmp []T) {
 	xs := x[s*p*c : (s+1)*p*c]
 	sum := tmp[:c]
 	clear(sum)
-	for i := 0; i < p; i++ {
-		addTo(sum, xs[i*c:(i+1)*c])
+	if !is32[T]() || !colSum32(as[float32](xs), as[float32](sum), c) {
+		for i := 0; i < p; i++ {
+			addTo(sum, xs[i*c:(i+1)*c])
+		}
 	}
 	mean := tmp[c : 2*c] // per channel: its group's mean
 	for k := 0; k < g; k++ {
@@ -100,11 +102,13 @@ func gnStats[T Float](st *gnState[T], s int, x, tmp []T) {
 	}
 	// Second pass on centred values: no cancellation for large means.
 	clear(sum)
-	for i := 0; i < p; i++ {
-		row := xs[i*c : (i+1)*c]
-		for j, v := range row {
-			d := v - mean[j]
-			sum[j] += d * d
+	if !is32[T]() || !colSqDev32(as[float32](xs), as[float32](mean), as[float32](sum), c) {
+		for i := 0; i < p; i++ {
+			row := xs[i*c : (i+1)*c]
+			for j, v := range row {
+				d := v - mean[j]
+				sum[j] += d * d
+			}
 		}
 	}
 	for k := 0; k < g; k++ {
@@ -136,6 +140,9 @@ func gnForward[T Float](st *gnState[T], s int, x, gamma, beta, y, tmp []T) {
 	if is32[T]() {
 		// u into y, −u into sig, e^−u by one expBatch, then σ(u) = 1/(1+e^−u).
 		x32, y32, s32, a32, d32 := as[float32](xs), as[float32](ys), as[float32](sg), as[float32](a), as[float32](d)
+		if gnSilu32(x32, a32, d32, y32, s32, c) {
+			return
+		}
 		for i := 0; i < p; i++ {
 			xr, yr, sr := x32[i*c:(i+1)*c], y32[i*c:(i+1)*c], s32[i*c:(i+1)*c]
 			for j, v := range xr {
@@ -176,15 +183,17 @@ func gnBackward[T Float](st *gnState[T], s int, x, gamma, beta, dy, dx, dg, db, 
 	clear(s1)
 	clear(s2)
 	// Σ du·x̂ = rstd·(Σ du·x − μ·Σ du): accumulate Σ du·x, not x̂.
-	for i := 0; i < p; i++ {
-		xr, dyr, dur, sr := xs[i*c:(i+1)*c], dys[i*c:(i+1)*c], dxs[i*c:(i+1)*c], sg[i*c:(i+1)*c]
-		for j, v := range xr {
-			u := a[j]*v + d[j]
-			q := sr[j]
-			du := dyr[j] * q * (1 + u*(1-q))
-			dur[j] = du
-			s1[j] += du
-			s2[j] += du * v
+	if !is32[T]() || !gnDu32(as[float32](xs), as[float32](dys), as[float32](sg), as[float32](a), as[float32](d), as[float32](dxs), as[float32](s1), as[float32](s2), c) {
+		for i := 0; i < p; i++ {
+			xr, dyr, dur, sr := xs[i*c:(i+1)*c], dys[i*c:(i+1)*c], dxs[i*c:(i+1)*c], sg[i*c:(i+1)*c]
+			for j, v := range xr {
+				u := a[j]*v + d[j]
+				q := sr[j]
+				du := dyr[j] * q * (1 + u*(1-q))
+				dur[j] = du
+				s1[j] += du
+				s2[j] += du * v
+			}
 		}
 	}
 	for k := 0; k < g; k++ {
@@ -207,6 +216,9 @@ func gnBackward[T Float](st *gnState[T], s int, x, gamma, beta, dy, dx, dg, db, 
 			d[j] = T(-float64(r) * float64(r) * m2)                          // coefficient of x
 			tmp[j] = T(-float64(r)*m1 + float64(r)*float64(r)*m2*float64(m)) // constant
 		}
+	}
+	if is32[T]() && gnDx32(as[float32](xs), as[float32](a), as[float32](d), as[float32](tmp[:c]), as[float32](dxs), c) {
+		return
 	}
 	for i := 0; i < p; i++ {
 		xr, dur := xs[i*c:(i+1)*c], dxs[i*c:(i+1)*c]
