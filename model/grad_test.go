@@ -65,7 +65,10 @@ func TestMemoryFlat(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 steps")
 	}
-	perStep := func(batch, steps int) (bytes float64, grow int64) {
+	// grow is the heap's growth over each half of the steps: a leak grows both, while a
+	// bounded cache filled once (gemm keeps its idle workers, about a megabyte of buffers
+	// each, and creates one more when calls overlap under load) grows one at most.
+	perStep := func(batch, steps int) (bytes float64, grow [2]int64) {
 		n, err := New(smallUNet, []int{1, 16, 16})
 		if err != nil {
 			t.Fatal(err)
@@ -86,16 +89,20 @@ func TestMemoryFlat(t *testing.T) {
 		for i := 0; i < 10; i++ {
 			step()
 		}
-		var m0, m1 runtime.MemStats
+		var m [3]runtime.MemStats
 		runtime.GC()
-		runtime.ReadMemStats(&m0)
-		for i := 0; i < steps; i++ {
-			step()
+		runtime.ReadMemStats(&m[0])
+		for h := 1; h <= 2; h++ {
+			for i := 0; i < steps/2; i++ {
+				step()
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&m[h])
+			grow[h-1] = int64(m[h].HeapAlloc) - int64(m[h-1].HeapAlloc)
 		}
-		runtime.GC()
-		runtime.ReadMemStats(&m1)
-		t.Logf("batch %d: %.0f bytes, %.1f allocations per step", batch, float64(m1.TotalAlloc-m0.TotalAlloc)/float64(steps), float64(m1.Mallocs-m0.Mallocs)/float64(steps))
-		return float64(m1.TotalAlloc-m0.TotalAlloc) / float64(steps), int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+		t.Logf("batch %d: %.0f bytes, %.1f allocations per step; heap growth per half %v bytes", batch,
+			float64(m[2].TotalAlloc-m[0].TotalAlloc)/float64(steps), float64(m[2].Mallocs-m[0].Mallocs)/float64(steps), grow)
+		return float64(m[2].TotalAlloc-m[0].TotalAlloc) / float64(steps), grow
 	}
 	small, _ := perStep(2, 100)
 	big, grow := perStep(32, 1000)
@@ -103,7 +110,7 @@ func TestMemoryFlat(t *testing.T) {
 	if big-small > 16<<10 {
 		t.Errorf("a step allocates %.0f bytes at batch 32, %.0f at batch 2", big, small)
 	}
-	if grow > 1<<20 {
-		t.Errorf("heap grew by %d bytes over 1,000 steps", grow)
+	if min(grow[0], grow[1]) > 256<<10 {
+		t.Errorf("heap grew by %v bytes over each 500 of 1,000 steps", grow)
 	}
 }
