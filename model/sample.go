@@ -67,18 +67,26 @@ type level struct {
 // reference code runs it: for each σ_i (descending), StepsPerLevel steps of
 // x ← x + α_i·s(x, σ_i) + √(2α_i)·z with α_i = ε·σ_i²/σ_L².
 func (s *Sampler) Annealed(ctx context.Context, x []float32, sigmas []float64, cfg SampleConfig) error {
-	if err := cfg.Validate(); err != nil {
+	lv, err := annealedLevels(sigmas, cfg)
+	if err != nil {
 		return err
 	}
+	return s.run(ctx, x, lv, cfg.Denoise, nil)
+}
+
+func annealedLevels(sigmas []float64, cfg SampleConfig) ([]level, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if len(sigmas) == 0 {
-		return fmt.Errorf("model: annealed sampler: no σ levels")
+		return nil, fmt.Errorf("model: annealed sampler: no σ levels")
 	}
 	sl := sigmas[len(sigmas)-1]
 	lv := make([]level, len(sigmas))
 	for i, sg := range sigmas {
 		lv[i] = level{sigma: sg, alpha: cfg.Eps * sg * sg / (sl * sl), steps: cfg.StepsPerLevel}
 	}
-	return s.run(ctx, x, lv, cfg.Denoise)
+	return lv, nil
 }
 
 // Langevin runs plain (non-annealed) Langevin dynamics at one σ with step size alpha.
@@ -86,10 +94,11 @@ func (s *Sampler) Langevin(ctx context.Context, x []float32, sigma float64, step
 	if steps < 1 || !(alpha > 0) || !(sigma > 0) {
 		return fmt.Errorf("model: langevin sampler: steps %d, alpha %v, sigma %v: want positive values", steps, alpha, sigma)
 	}
-	return s.run(ctx, x, []level{{sigma: sigma, alpha: alpha, steps: steps}}, false)
+	return s.run(ctx, x, []level{{sigma: sigma, alpha: alpha, steps: steps}}, false, nil)
 }
 
-func (s *Sampler) run(ctx context.Context, x []float32, levels []level, denoise bool) error {
+// run is the one Langevin loop; in, if not nil, clamps the known values.
+func (s *Sampler) run(ctx context.Context, x []float32, levels []level, denoise bool, in *Inpainting) error {
 	if s.Batch < 1 || s.Dim < 1 {
 		return fmt.Errorf("model: sampler: batch %d, dim %d: want positive values", s.Batch, s.Dim)
 	}
@@ -109,6 +118,10 @@ func (s *Sampler) run(ctx context.Context, x []float32, levels []level, denoise 
 	score := make([]float32, B*D)
 	sig := make([]float32, B)
 	rngs := make([]keyrand.Stream, B)
+	var ib *inpaintBatch
+	if in != nil {
+		ib = &inpaintBatch{in: in, dim: D, noisy: make([]float32, B*D)}
+	}
 	for lo := 0; lo < n; lo += B {
 		m := min(B, n-lo)
 		// Pad a short last batch with zeros: the model's batch size is fixed.
@@ -117,9 +130,16 @@ func (s *Sampler) run(ctx context.Context, x []float32, levels []level, denoise 
 		for b := 0; b < m; b++ {
 			rngs[b].Reset(s.Seed, sampleTag, uint64(lo+b))
 		}
-		for _, l := range levels {
+		if ib != nil {
+			ib.reset(lo, m)
+		}
+		for li, l := range levels {
 			for i := range sig {
 				sig[i] = float32(l.sigma)
+			}
+			if ib != nil {
+				ib.level(s.Seed, li, l.sigma)
+				ib.clamp(xb, ib.noisy)
 			}
 			noise := math.Sqrt(2 * l.alpha)
 			for t := 0; t < l.steps; t++ {
@@ -134,6 +154,9 @@ func (s *Sampler) run(ctx context.Context, x []float32, levels []level, denoise 
 					for j := b * D; j < (b+1)*D; j++ {
 						xb[j] = float32(float64(xb[j]) + l.alpha*float64(score[j]) + noise*r.Norm())
 					}
+				}
+				if ib != nil {
+					ib.clamp(xb, ib.noisy)
 				}
 				done++
 				if s.Progress != nil {
@@ -152,6 +175,9 @@ func (s *Sampler) run(ctx context.Context, x []float32, levels []level, denoise 
 			for j := 0; j < m*D; j++ {
 				xb[j] = float32(float64(xb[j]) + last*last*float64(score[j]))
 			}
+		}
+		if ib != nil {
+			ib.clamp(xb, ib.observe)
 		}
 		copy(x[lo*D:(lo+m)*D], xb[:m*D])
 	}
