@@ -8,12 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/internal/samples"
 )
 
 func init() {
-	commands["sample"] = command{summary: "draw samples from a checkpoint (PNG grid for images, CSV + scatter plot for 2-D)", run: runSample}
+	commands["sample"] = command{summary: "draw samples from a checkpoint (PNG grid, .npy or a folder of PNGs for images; CSV + scatter plot or .npy for 2-D), or inpaint images", run: runSample}
 	commands["eval"] = command{summary: "evaluate a checkpoint: per-σ held-out loss; for gmm, score error and mode weights", run: runEval}
 }
 
@@ -83,32 +84,64 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	sf := addSamplerFlags(fs)
-	n := fs.Int("n", 64, "number of samples")
-	out := fs.String("out", "", "output: FILE.png for images, FILE.csv for 2-D points (a scatter plot FILE.png is written beside it) (default samples.png / samples.csv)")
+	n := fs.Int("n", 0, "number of samples (default 64); with --inpaint, completions per image (default 4)")
+	out := fs.String("out", "", "output: FILE.png (a grid of images), FILE.npy (float32 [N, C, H, W] in [0, 1], or [N, 2] for 2-D points), DIR/ (a folder, one PNG per image: 000000.png, …), FILE.csv for 2-D points (a scatter plot FILE.png is written beside it) (default samples.png / samples.csv, inpaint.png with --inpaint)")
 	sampler := fs.String("sampler", "annealed", "annealed (annealed Langevin over all σ levels) or langevin (plain Langevin at the smallest σ)")
+	initFrom := fs.String("init", samples.InitUniform, "where the chains start: uniform (U[0,1] for images) or data (held-out examples plus σ·z at the sampler's first σ, as NCSNv2)")
+	inpaint := fs.String("inpaint", "", "complete the unknown pixels of images: FILE.npy ([N, C, H, W] in [0, 1]), FILE.png (one image of the dataset's size) or test:I-J (held-out images I to J)")
+	mask := fs.String("mask", "half", "with --inpaint, the known pixels: half (left half known, right half filled in), quarter (bottom-right quarter filled in), random (each pixel known with probability 1/2, from --seed), or FILE.png|FILE.npy (0 unknown, 1 known; H×W or C×H×W)")
+	dataRoot := fs.String("data-root", "", "folder to resolve a relative data.path against (for --init data and --inpaint test:I-J)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn sample --checkpoint FILE|DIR [--n N] [--out FILE.png|FILE.csv] [--sampler annealed|langevin] [--seed S] [--weights ema|raw]")
+		fmt.Fprintln(stderr, "usage: ncsn sample --checkpoint FILE|DIR [--n N] [--out FILE.png|FILE.npy|DIR/|FILE.csv] [--sampler annealed|langevin] [--init uniform|data] [--seed S] [--weights ema|raw]")
+		fmt.Fprintln(stderr, "       ncsn sample --checkpoint FILE|DIR --inpaint FILE.npy|FILE.png|test:I-J [--mask half|quarter|random|FILE] [--n K] [--out FILE.png|FILE.npy|DIR/]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *sampler != "annealed" && *sampler != "langevin" {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	switch {
+	case *sampler != "annealed" && *sampler != "langevin":
 		return usageError{fmt.Errorf("--sampler %q: want annealed or langevin", *sampler)}
+	case *initFrom != samples.InitUniform && *initFrom != samples.InitData:
+		return usageError{fmt.Errorf("--init %q: want uniform or data", *initFrom)}
+	case set["n"] && *n < 1:
+		return usageError{fmt.Errorf("--n %d: want >= 1", *n)}
+	case *inpaint == "" && set["mask"]:
+		return usageError{fmt.Errorf("--mask needs --inpaint: the images to complete")}
+	case *inpaint != "" && *sampler != "annealed":
+		return usageError{fmt.Errorf("--inpaint runs the annealed sampler; drop --sampler %s", *sampler)}
+	}
+	if !set["n"] {
+		*n = 64
+		if *inpaint != "" {
+			*n = 4
+		}
 	}
 	l, err := sf.load(stderr)
 	if err != nil {
 		return err
 	}
 	rc := l.Config
+	if *dataRoot != "" && rc.Data.Path != "" && !filepath.IsAbs(rc.Data.Path) {
+		rc.Data.Path = filepath.Join(*dataRoot, rc.Data.Path)
+	}
 	if *out == "" {
 		*out = samples.DefaultName(rc)
+		if *inpaint != "" {
+			*out = "inpaint.png"
+		}
 	}
-	image := len(rc.Shape()) == 3
-	if ext := strings.ToLower(filepath.Ext(*out)); (image && ext != ".png") || (!image && ext != ".csv") {
-		return usageError{fmt.Errorf("--out %s: %s samples are written as %s", *out, rc.Data.Name, map[bool]string{true: ".png", false: ".csv"}[image])}
+	if err := samples.CheckOut(*out, rc); err != nil {
+		return usageError{err}
 	}
-	x, err := samples.Draw(ctx, rc, l.Params, samples.Options{N: *n, Seed: *sf.seed, Sampler: *sampler, Sample: rc.Sample, Progress: progressBar(stderr, "sampling")})
+	o := samples.Options{N: *n, Seed: *sf.seed, Sampler: *sampler, Init: *initFrom, Sample: rc.Sample}
+	if *inpaint != "" {
+		return runInpaint(ctx, l, rc, *inpaint, *mask, *n, *out, o, stdout, stderr)
+	}
+	o.Progress = progressBar(stderr, "sampling")
+	x, err := samples.Draw(ctx, rc, l.Params, o)
 	if err != nil {
 		return err
 	}
@@ -116,23 +149,45 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "samples: %s\n", *out)
-	if !image {
-		var centres [][]float64
-		if g, err := rc.Data.GMM(); err == nil {
-			for k := 0; k < g.Components(); k++ {
-				centres = append(centres, g.Mean(k))
-			}
-		}
-		img, err := plot.Scatter(x, -8, 8, fmt.Sprintf("%d %s samples (%s), step %d", *n, rc.Data.Name, *sampler, l.Checkpoint.Step), centres)
-		if err != nil {
-			return err
-		}
-		png := strings.TrimSuffix(*out, filepath.Ext(*out)) + ".png"
-		if err := plot.WritePNG(png, img); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "scatter plot: %s\n", png)
+	if len(rc.Shape()) == 3 || strings.ToLower(filepath.Ext(*out)) != ".csv" {
+		return nil
 	}
+	var centres [][]float64
+	if g, err := rc.Data.GMM(); err == nil {
+		for k := 0; k < g.Components(); k++ {
+			centres = append(centres, g.Mean(k))
+		}
+	}
+	img, err := plot.Scatter(x, -8, 8, fmt.Sprintf("%d %s samples (%s), step %d", *n, rc.Data.Name, *sampler, l.Checkpoint.Step), centres)
+	if err != nil {
+		return err
+	}
+	png := strings.TrimSuffix(*out, filepath.Ext(*out)) + ".png"
+	if err := plot.WritePNG(png, img); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "scatter plot: %s\n", png)
 	return nil
 }
 
+// runInpaint completes k times each image of src where mask says pixels are unknown.
+func runInpaint(ctx context.Context, l *samples.Loaded, rc config.Config, src, mask string, k int, out string, o samples.Options, stdout, stderr io.Writer) error {
+	images, n, err := samples.LoadImages(src, rc)
+	if err != nil {
+		return usageError{err}
+	}
+	known, err := samples.Mask(mask, rc, n, o.Seed)
+	if err != nil {
+		return usageError{err}
+	}
+	o.Progress = progressBar(stderr, "inpainting")
+	x, err := samples.Inpaint(ctx, rc, l.Params, images, known, k, o)
+	if err != nil {
+		return err
+	}
+	if err := samples.WriteInpainting(out, rc, images, known, x, k); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "inpainting: %d images × %d completions: %s\n", n, k, out)
+	return nil
+}
