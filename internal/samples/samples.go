@@ -221,15 +221,15 @@ func outKind(path string) int {
 // any time is spent drawing them.
 func CheckOut(path string, rc config.Config) error {
 	shape := rc.Shape()
-	image := len(shape) == 3
-	if !image && (len(shape) != 1 || shape[0] != 2) {
+	images := len(shape) == 3
+	if !images && (len(shape) != 1 || shape[0] != 2) {
 		return fmt.Errorf("samples: cannot write samples of shape %v", shape)
 	}
 	switch k := outKind(path); {
 	case k == outNPY:
-	case image && (k == outPNG || k == outFolder):
-	case !image && k == outCSV:
-	case image:
+	case images && (k == outPNG || k == outFolder):
+	case !images && k == outCSV:
+	case images:
 		return fmt.Errorf("samples: out %s: %s images are written as FILE.png (a grid), FILE.npy or a folder DIR/ (one PNG each)", path, rc.Data.Name)
 	default:
 		return fmt.Errorf("samples: out %s: %s points are written as FILE.csv or FILE.npy", path, rc.Data.Name)
