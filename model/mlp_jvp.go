@@ -22,6 +22,7 @@ type mlpJVP[T Float] struct {
 	dim    int
 	hidden int
 	depth  int
+	layers []int // index of layer l's weight in the parameters (its bias follows)
 
 	h   [][]T // h[0] = rows [x̃, log σ] (B×(D+1)); h[l+1] = softplus(a_l) (B×H)
 	sig [][]T // sigmoid(a_l) (B×H)
@@ -43,6 +44,9 @@ func (n *NetOf[T]) newMLPJVP(batch int, loss LossConfig) *mlpJVP[T] {
 		K = D
 	}
 	j := &mlpJVP[T]{net: n, loss: loss, B: batch, K: K, dim: D, hidden: c.Hidden, depth: c.Depth}
+	for l := 0; l <= c.Depth; l++ {
+		j.layers = append(j.layers, n.p.Index(fmt.Sprintf("f.%d.weight", 2*l)))
+	}
 	BK, H := batch*K, c.Hidden
 	j.h = [][]T{make([]T, batch*(D+1))}
 	j.t = [][]T{make([]T, BK*D)}
@@ -71,7 +75,7 @@ func (n *NetOf[T]) newMLPJVP(batch int, loss LossConfig) *mlpJVP[T] {
 // layer returns layer l's weight [out, in] and bias, and their gradient slices.
 func (j *mlpJVP[T]) layer(l int, grad []T) (w, bias, dw, db []T) {
 	p := j.net.p
-	i := p.Index(fmt.Sprintf("f.%d.weight", 2*l))
+	i := j.layers[l]
 	wo, bo := p.Offsets[i], p.Offsets[i+1]
 	nw, nb := prod(p.Shapes[i]), prod(p.Shapes[i+1])
 	w, bias = p.Data[wo:wo+nw], p.Data[bo:bo+nb]

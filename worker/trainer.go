@@ -1,6 +1,6 @@
-// Package worker owns the training loop: a slice of the global batch →
-// the score model's gradient (train.loss) → (all-reduce) → optimizer step. The same
-// Trainer serves the single-process run and the distributed worker.
+// Package worker owns the training loop: a slice of the global batch → the
+// score model's gradient (train.loss) → (all-reduce) → optimizer step. The
+// same Trainer serves the single-process run and the distributed worker.
 package worker
 
 import (
@@ -18,8 +18,9 @@ type Batches interface {
 }
 
 // Trainer computes one worker's share of a step: the SUM of per-sample
-// gradients of the run's objective over its slice of the global batch, and the
-// slice's loss sums per σ level. Buffers are reused across steps; it is used by one goroutine.
+// gradients of the run's objective over its slice of the global batch, and
+// the slice's loss sums per σ level. Buffers are reused across steps; it is
+// used by one goroutine.
 type Trainer struct {
 	net     *model.Net
 	batches Batches

@@ -29,7 +29,7 @@ func runStudyEstimators(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs.SetOutput(stderr)
 	steps := fs.Int64("steps", 0, "training steps of every estimator (default: the gmm's run.steps)")
 	out := fs.String("out", "", "keep each estimator's run in DIR/<loss> and the table in DIR/estimators.md (default: a temporary folder, removed)")
-	n := fs.Int("n", 5000, "Langevin samples behind each set of mode weights")
+	n := fs.Int("n", 2000, "Langevin samples behind each set of mode weights")
 	heldOut := fs.Int("held-out", 1000, "held-out points per σ level for the score error")
 	var sets setFlags
 	fs.Var(&sets, "set", "override a config key of every run, e.g. --set train.n_particles=4 (repeatable; data.name stays gmm)")
