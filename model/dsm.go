@@ -62,9 +62,10 @@ func (d *Noise) Project(step uint64, lo, n int, gaussian bool, v []float32) {
 	}
 }
 
-// LossStats are loss sums and sample counts per σ level (the estimator's
-// per-sample objective: DSM's loss, or SSM's, which may be negative). Flat is how they
-// travel through the all-reduce next to the gradient: [sums..., counts...].
+// LossStats are loss sums and sample counts per σ level, of the estimator's
+// per-sample objective (DSM's loss, or e.g. SSM's, which may be negative).
+// Flat is how they travel through the all-reduce next to the gradient:
+// [sums..., counts...].
 type LossStats struct {
 	Sum   []float64
 	Count []float64
