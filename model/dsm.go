@@ -9,9 +9,9 @@ import (
 // dsmTag separates the DSM noise streams from the seed's other uses.
 const dsmTag = 0x64736d // "dsm"
 
-// Noise draws the per-sample σ level and noise z of DSM from a stream keyed
-// by (seed, step, global position): a sample's noise is the same whichever
-// worker computes it.
+// Noise draws the per-sample σ level and noise z (and, Project, the sliced
+// estimators' directions) from streams keyed by (seed, step, global
+// position): a sample's noise is the same whichever worker computes it.
 type Noise struct {
 	Seed   uint64
 	Sigmas []float64
@@ -36,8 +36,36 @@ func (d *Noise) Draw(step uint64, lo int, level []int, sigma, z []float32) {
 	}
 }
 
-// LossStats are DSM loss sums and sample counts per σ level. Flat is how they
-// travel through the all-reduce next to the gradient: [sums..., counts...].
+// projTag separates the sliced estimators' directions from the σ and z draws,
+// so adding them leaves DSM's noise as it was.
+const projTag = 0x70726f6a // "proj"
+
+// Project fills v with the directions of the sliced estimators for the n
+// samples at global positions lo…lo+n−1 of step, len(v)/n values each
+// (n_particles·D), from a stream keyed like Draw's: Rademacher ±1, or
+// standard normal when gaussian is set.
+func (d *Noise) Project(step uint64, lo, n int, gaussian bool, v []float32) {
+	if n <= 0 {
+		return
+	}
+	per := len(v) / n
+	for b := 0; b < n; b++ {
+		d.rng.Reset(d.Seed, projTag, step, uint64(lo+b))
+		vb := v[b*per : (b+1)*per]
+		for j := range vb {
+			if gaussian {
+				vb[j] = float32(d.rng.Norm())
+			} else {
+				vb[j] = float32(1 - 2*int(d.rng.Uint64()>>63))
+			}
+		}
+	}
+}
+
+// LossStats are loss sums and sample counts per σ level, of the estimator's
+// per-sample objective (DSM's loss, or e.g. SSM's, which may be negative).
+// Flat is how they travel through the all-reduce next to the gradient:
+// [sums..., counts...].
 type LossStats struct {
 	Sum   []float64
 	Count []float64

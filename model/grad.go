@@ -44,8 +44,8 @@ func (d *feed[T]) outShape() []int {
 	return []int{d.batch, n.shape[1], n.shape[2], n.shape[0]}
 }
 
-// toGraph converts per-sample [C, H, W] data to the graph's NHWC (a copy for
-// flat data and C = 1).
+// toGraph converts per-sample [C, H, W] data (any number of samples) to the
+// graph's NHWC (a copy for flat data and C = 1).
 func (d *feed[T]) toGraph(dst, src []T) {
 	n := d.net
 	if n.cfg.Arch == "mlp" || n.shape[0] == 1 {
@@ -53,7 +53,7 @@ func (d *feed[T]) toGraph(dst, src []T) {
 		return
 	}
 	c, hw := n.shape[0], n.shape[1]*n.shape[2]
-	for s := 0; s < d.batch; s++ {
+	for s := 0; s < len(src)/n.dim; s++ {
 		o := s * c * hw
 		for ch := 0; ch < c; ch++ {
 			for p := 0; p < hw; p++ {
@@ -119,26 +119,37 @@ type GradOf[T Float] struct {
 	xt     []T // x + σz, caller layout
 	grad   []T
 	losses []T
+	// power is p of the loss weight σ^p; weights holds σ_b^(p−2) (all 1 for
+	// p = 2, the unweighted ½‖o + z‖²).
+	power   float64
+	weights []T
 }
 
 // Grad is the float32 gradient computation used for training.
 type Grad = GradOf[float32]
 
 // NewGrad builds the loss and gradient graph for batch samples.
-func (n *NetOf[T]) NewGrad(batch int) (*GradOf[T], error) {
+func (n *NetOf[T]) NewGrad(batch int) (*GradOf[T], error) { return n.newGrad(batch, 2) }
+
+// newGrad is NewGrad with the loss weighted by λ(σ) = σ^power.
+func (n *NetOf[T]) newGrad(batch int, power float64) (*GradOf[T], error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
 	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	b := newBuilder(n, batch, true)
-	g := &GradOf[T]{feed: feed[T]{net: n, batch: batch}, grad: b.grad, losses: make([]T, batch), xt: make([]T, batch*n.dim)}
+	g := &GradOf[T]{feed: feed[T]{net: n, batch: batch}, grad: b.grad, losses: make([]T, batch), xt: make([]T, batch*n.dim),
+		power: power, weights: make([]T, batch)}
+	for i := range g.weights {
+		g.weights[i] = 1
+	}
 	o, err := b.forward(&g.feed)
 	if err != nil {
 		return nil, err
 	}
 	g.zin = make([]T, batch*n.dim)
-	loss, err := b.dsmLoss(o, b.input("z", g.zin, g.outShape()...), g.losses)
+	loss, err := b.dsmLoss(o, b.input("z", g.zin, g.outShape()...), g.weights, g.losses)
 	if err != nil {
 		return nil, err
 	}
@@ -151,6 +162,7 @@ func (n *NetOf[T]) NewGrad(batch int) (*GradOf[T], error) {
 
 // Run computes per-sample losses l_b = ½‖σ_b·s(x_b + σ_b z_b, σ_b) + z_b‖² into
 // losses and the sum over the batch of ∇_θ l_b into grad (len(Params().Data)).
+// Built with a loss weight σ^p, l_b is σ_b^(p−2)·½‖σ_b·s + z_b‖² = σ_b^p·½‖s + z_b/σ_b‖².
 // x and z are batch × D in the data's own layout, sigma one value per sample.
 func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
 	g.mu.Lock()
@@ -172,6 +184,9 @@ func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
 		sg := sigma[s]
 		for i := s * dim; i < (s+1)*dim; i++ {
 			g.xt[i] = x[i] + sg*z[i]
+		}
+		if g.power != 2 {
+			g.weights[s] = T(lossWeight(float64(sg), g.power, 2))
 		}
 	}
 	g.fill(g.xt, sigma)

@@ -118,6 +118,15 @@ func (h *opHarness) check(t *testing.T, tol float64) {
 	}
 }
 
+// lift turns a scalar loss node into the tensor the probe reduces.
+func lift(l *gorgonia.Node) (*gorgonia.Node, error) {
+	return apply[float64]("lift", []int{1, 1}, nil, func(y []float64, in [][]float64) { y[0] = in[0][0] }, []bool{true},
+		func(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+			d, err := apply[float64]("lift.bwd", nil, nil, func(s []float64, in [][]float64) { s[0] = in[0][0] }, nil, nil, grad)
+			return gorgonia.Nodes{d}, err
+		}, l)
+}
+
 func TestOpGradients(t *testing.T) {
 	const bs = 3
 	type tc struct {
@@ -172,16 +181,20 @@ func TestOpGradients(t *testing.T) {
 		}},
 		{"dsm", []pspec{in("o", bs, 4)}, func(b *builder[float64]) (*gorgonia.Node, error) {
 			z := b.input("z", []float64{0.5, -1, 2, 0.1, 0, 0.3, -0.7, 1.1, 0.2, -0.2, 0.9, -1.5}, bs, 4)
-			l, err := b.dsmLoss(b.param("o"), z, make([]float64, bs))
+			l, err := b.dsmLoss(b.param("o"), z, []float64{1, 0.25, 3}, make([]float64, bs))
 			if err != nil {
 				return nil, err
 			}
-			// The probe needs a tensor: lift the scalar through a linear map.
-			return apply[float64]("lift", []int{1, 1}, nil, func(y []float64, in [][]float64) { y[0] = in[0][0] }, []bool{true},
-				func(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
-					d, err := apply[float64]("lift.bwd", nil, nil, func(s []float64, in [][]float64) { s[0] = in[0][0] }, nil, nil, grad)
-					return gorgonia.Nodes{d}, err
-				}, l)
+			return lift(l)
+		}},
+		// Two pairs (rows 0, 1 at +h·v, rows 2, 3 at −h·v) in an NHWC layout.
+		{"fdssm", []pspec{in("o", 4, 2, 1, 3)}, func(b *builder[float64]) (*gorgonia.Node, error) {
+			v := b.input("v", []float64{1, -1, 1, -1, -1, 1, 0.5, 2, -0.3, 0.7, 1.2, -0.4}, 2, 2, 1, 3)
+			l, err := b.fdssmLoss(b.param("o"), v, []float64{0.7, -1.3}, []float64{0.4, 2.1}, make([]float64, 2))
+			if err != nil {
+				return nil, err
+			}
+			return lift(l)
 		}},
 	}
 	for _, c := range cases {

@@ -1,6 +1,6 @@
-// Package worker owns the training loop: a slice of the global batch →
-// the score model's DSM gradient → (all-reduce) → optimizer step. The same
-// Trainer serves the single-process run and the distributed worker.
+// Package worker owns the training loop: a slice of the global batch → the
+// score model's gradient (train.loss) → (all-reduce) → optimizer step. The
+// same Trainer serves the single-process run and the distributed worker.
 package worker
 
 import (
@@ -17,17 +17,20 @@ type Batches interface {
 	Fill(step uint64, lo, hi int, dst []float32) error
 }
 
-// Trainer computes one worker's share of a step: the SUM of per-sample DSM
-// gradients over its slice of the global batch, and the slice's loss sums per
-// σ level. Buffers are reused across steps; it is used by one goroutine.
+// Trainer computes one worker's share of a step: the SUM of per-sample
+// gradients of the run's objective over its slice of the global batch, and
+// the slice's loss sums per σ level. Buffers are reused across steps; it is
+// used by one goroutine.
 type Trainer struct {
 	net     *model.Net
 	batches Batches
 	noise   model.Noise
+	loss    model.LossConfig
 	dim     int
 
-	grads  map[int]*model.Grad
+	ests   map[int]*model.Estimator
 	x, z   []float32
+	v      []float32 // the sliced estimators' directions
 	sigma  []float32
 	losses []float32
 	level  []int
@@ -41,6 +44,8 @@ type TrainerConfig struct {
 	Sigmas  []float64
 	// Dim is the number of values per example.
 	Dim int
+	// Loss is the objective (train.loss and its keys).
+	Loss model.LossConfig
 }
 
 // NewTrainer validates cfg.
@@ -48,12 +53,16 @@ func NewTrainer(cfg TrainerConfig) (*Trainer, error) {
 	if cfg.Net == nil || cfg.Batches == nil || len(cfg.Sigmas) == 0 || cfg.Dim < 1 {
 		return nil, fmt.Errorf("worker: trainer: need a net, batches, σ levels and dim (got dim %d, %d levels)", cfg.Dim, len(cfg.Sigmas))
 	}
+	if err := cfg.Loss.Validate(cfg.Net.Config().Arch, cfg.Dim); err != nil {
+		return nil, fmt.Errorf("worker: trainer: %w", err)
+	}
 	return &Trainer{
 		net:     cfg.Net,
 		batches: cfg.Batches,
 		noise:   model.Noise{Seed: cfg.Seed, Sigmas: cfg.Sigmas},
+		loss:    cfg.Loss,
 		dim:     cfg.Dim,
-		grads:   map[int]*model.Grad{},
+		ests:    map[int]*model.Estimator{},
 	}, nil
 }
 
@@ -66,13 +75,13 @@ func (t *Trainer) Compute(step uint64, lo, hi int, grad []float32, stats model.L
 		clear(grad)
 		return nil
 	}
-	g, ok := t.grads[n]
+	e, ok := t.ests[n]
 	if !ok {
 		var err error
-		if g, err = t.net.NewGrad(n); err != nil {
+		if e, err = t.net.NewEstimator(t.loss, n); err != nil {
 			return fmt.Errorf("worker: gradient for batch %d: %w", n, err)
 		}
-		t.grads[n] = g
+		t.ests[n] = e
 	}
 	if cap(t.x) < n*t.dim {
 		t.x = make([]float32, n*t.dim)
@@ -81,13 +90,18 @@ func (t *Trainer) Compute(step uint64, lo, hi int, grad []float32, stats model.L
 		t.losses = make([]float32, n)
 		t.level = make([]int, n)
 	}
+	if cap(t.v) < e.Projections() {
+		t.v = make([]float32, e.Projections())
+	}
 	x, z := t.x[:n*t.dim], t.z[:n*t.dim]
 	sigma, losses, level := t.sigma[:n], t.losses[:n], t.level[:n]
 	if err := t.batches.Fill(step, lo, hi, x); err != nil {
 		return fmt.Errorf("worker: step %d: %w", step, err)
 	}
 	t.noise.Draw(step, lo, level, sigma, z)
-	if err := g.Run(x, z, sigma, grad, losses); err != nil {
+	v := t.v[:e.Projections()]
+	t.noise.Project(step, lo, n, t.loss.Projection == "gaussian", v)
+	if err := e.Run(x, z, v, sigma, grad, losses); err != nil {
 		return fmt.Errorf("worker: step %d: %w", step, err)
 	}
 	stats.Add(level, losses)
@@ -96,9 +110,9 @@ func (t *Trainer) Compute(step uint64, lo, hi int, grad []float32, stats model.L
 
 // Close releases the per-batch-size gradient machines.
 func (t *Trainer) Close() error {
-	for n, g := range t.grads {
-		g.Close()
-		delete(t.grads, n)
+	for n, e := range t.ests {
+		e.Close()
+		delete(t.ests, n)
 	}
 	return nil
 }
@@ -132,7 +146,7 @@ func newReplica(rc config.Config) (*replica, error) {
 		return nil, err
 	}
 	sigmas := rc.Noise.Sigmas()
-	tr, err := NewTrainer(TrainerConfig{Net: net, Batches: batches, Seed: rc.Run.Seed, Sigmas: sigmas, Dim: data.Size(train)})
+	tr, err := NewTrainer(TrainerConfig{Net: net, Batches: batches, Seed: rc.Run.Seed, Sigmas: sigmas, Dim: data.Size(train), Loss: rc.Train.LossConfig})
 	if err != nil {
 		return nil, err
 	}

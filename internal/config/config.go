@@ -57,6 +57,9 @@ type Train struct {
 	model.AdamConfig `yaml:",inline" json:",inline"`
 	// EMA is the decay of the parameters' exponential moving average (0 disables it).
 	EMA float64 `yaml:"ema" json:"ema"`
+	// LossConfig is the objective: train.loss (dsm, ssm, ssm_vr, fd_ssm, esm),
+	// train.anneal_power (λ(σ) = σ^p), train.projection, train.n_particles, train.fd_eps.
+	model.LossConfig `yaml:",inline" json:",inline"`
 }
 
 // AllReduce selects how gradients travel between workers.
@@ -129,7 +132,7 @@ func Default(dataset string) Config {
 	c := Config{
 		Run:       Run{ID: "ncsn", Seed: 1, Steps: 2000, CheckpointEvery: 500, Keep: 3, LogEvery: 20, Samples: 64},
 		Data:      data.Config{Name: dataset},
-		Train:     Train{GlobalBatch: 128, AdamConfig: model.AdamConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, EMA: 0.999},
+		Train:     Train{GlobalBatch: 128, AdamConfig: model.AdamConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, EMA: 0.999, LossConfig: model.DefaultLoss()},
 		AllReduce: AllReduce{Codec: "none", Compressor: "none", ChunkBytes: 256 << 10, Timeout: Duration(10 * time.Second)},
 		Cluster: Cluster{MinWorkers: 1, HashEvery: 10, ProbeInterval: Duration(500 * time.Millisecond),
 			ProbeTimeout: Duration(250 * time.Millisecond), SuspicionMult: 2},
@@ -262,6 +265,13 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := c.Model.Validate(shape); err != nil {
+		return err
+	}
+	dim := 1
+	for _, d := range shape {
+		dim *= d
+	}
+	if err := c.Train.LossConfig.Validate(c.Model.Arch, dim); err != nil {
 		return err
 	}
 	return nil
