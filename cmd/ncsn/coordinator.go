@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -83,7 +84,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		Secret: secret, Version: version, Logger: log, Registerer: reg, DoneGrace: *doneGrace,
 		OnCommit: onCommit,
 	}
-	snaps, err := startSnapshots(ctx, rc, *out, log, reg)
+	// Once the run is complete the snapshot in progress is abandoned: the
+	// run's final samples follow, and launch expects the coordinator to exit.
+	snapCtx, cancelSnaps := context.WithCancel(ctx)
+	defer cancelSnaps()
+	snaps, err := startSnapshots(snapCtx, rc, *out, log, reg)
 	if err != nil {
 		return err
 	}
@@ -109,7 +114,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := c.Run(ctx); err != nil {
 		return err
 	}
-	if err := snaps.stop(); err != nil {
+	cancelSnaps()
+	if err := snaps.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	if err := losses.Close(); err != nil {

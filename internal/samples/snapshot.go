@@ -95,13 +95,14 @@ func NewSnapshotter(cfg SnapshotConfig) (*Snapshotter, error) {
 }
 
 // Offer hands the weights after step to the snapshotter. At every
-// run.sample_every-th step it copies them and queues a snapshot, unless the
+// run.sample_every-th step before the last (whose samples are the run's
+// final ones, run.samples) it copies them and queues a snapshot, unless the
 // previous one is still in progress: then it skips this one (counted in
 // snapshots.csv and ncsn_snapshot_skipped_total). It never waits, and
 // reports whether it took the weights. Offers come from one goroutine at a
 // time (the training loop, or the coordinator's commit).
 func (s *Snapshotter) Offer(step int64, weights []float32) bool {
-	if step <= 0 || step%s.every != 0 {
+	if step <= 0 || step%s.every != 0 || step >= s.cfg.Run.Run.Steps {
 		return false
 	}
 	select {
@@ -162,10 +163,12 @@ func (s *Snapshotter) snapshot(ctx context.Context, step int64) {
 		err = s.appendCSV(step, secs, skipped, scores)
 	}
 	if err != nil {
-		s.m.failures.Inc()
-		if ctx.Err() == nil {
-			s.log.Error("snapshot failed; training goes on", "step", step, "err", err)
+		if ctx.Err() != nil {
+			s.log.Info("snapshot abandoned: the run is over or cancelled", "step", step)
+			return
 		}
+		s.m.failures.Inc()
+		s.log.Error("snapshot failed; training goes on", "step", step, "err", err)
 		return
 	}
 	s.m.snapshots.Inc()
