@@ -68,7 +68,7 @@ Keys given as numbers are printed with the same figures.`)
 		}{
 			map[string]any{"sigma_max": rc.Noise.SigmaMax, "sigma_min": rc.Noise.SigmaMin, "levels": rc.Noise.Levels},
 			map[string]any{"steps_per_level": rc.Sample.StepsPerLevel, "eps": rc.Sample.Eps, "denoise": rc.Sample.Denoise},
-			p.Auto.Keys(), p.Dim, p.Sigmas, p.Gamma, p.GammaRule, p.RuleGamma, p.Distance, p.StepRatio, p.SamplerSteps,
+			append([]string{}, p.Auto.Keys()...), p.Dim, p.Sigmas, p.Gamma, p.GammaRule, p.RuleGamma, p.Distance, p.StepRatio, p.SamplerSteps,
 		})
 	}
 	how := func(auto bool, technique string) string {

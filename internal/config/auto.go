@@ -113,12 +113,14 @@ type Plan struct {
 type Distance struct {
 	// Max is the largest distance between two examples of the sample, in the
 	// model's space (doubled by centring).
-	Max float64
+	Max float64 `json:"max"`
 	// Sample examples were measured, of the Of in the training set, chosen by Seed.
-	Sample, Of int
-	Seed       uint64
+	Sample int    `json:"sample"`
+	Of     int    `json:"of"`
+	Seed   uint64 `json:"seed"`
 	// I and J are the dataset indices of the farthest pair.
-	I, J int
+	I int `json:"i"`
+	J int `json:"j"`
 }
 
 // Resolve returns c with the keys set to auto replaced by the numbers of
