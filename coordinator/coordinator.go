@@ -56,6 +56,12 @@ type Config struct {
 	DoneGrace time.Duration
 	// OnCommit, if set, is called (without locks held) after every committed step.
 	OnCommit func(Progress)
+	// Snapshots, if set, is offered the canonical EMA weights (the parameters
+	// when the EMA is off) after every commit; it copies the ones it takes and
+	// never blocks, so the commit does not wait for a snapshot to be drawn.
+	Snapshots interface {
+		Offer(step int64, weights []float32) bool
+	}
 }
 
 // Progress describes a committed step.

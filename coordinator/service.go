@@ -346,6 +346,13 @@ func (s *Server) commitLocked(req *coordpb.CommitRequest) (*coordpb.CommitRespon
 			log.Error("checkpoint failed; the next one will be tried", "err", err)
 		}
 	}
+	if s.cfg.Snapshots != nil {
+		w := s.state.EMA
+		if w == nil {
+			w = s.state.Params
+		}
+		s.cfg.Snapshots.Offer(now, w)
+	}
 	p := &Progress{Step: now, Total: s.total, Loss: s.loss, PerLevel: per, Workers: len(s.members), Epoch: s.epoch, SamplesPerSec: rate}
 	if now == s.total {
 		s.done = true

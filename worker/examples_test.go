@@ -55,7 +55,7 @@ func writeCIFAR(t *testing.T, dir string, n int) {
 // Every example config in the repository loads and trains a few steps.
 func TestExampleConfigs(t *testing.T) {
 	files, err := filepath.Glob("../examples/*.yaml")
-	if err != nil || len(files) < 5 {
+	if err != nil || len(files) < 8 {
 		t.Fatalf("examples: %v %v", files, err)
 	}
 	for _, f := range files {
@@ -80,6 +80,10 @@ func TestExampleConfigs(t *testing.T) {
 				}
 			}
 			if rc, err = config.Load(f, sets); err != nil {
+				t.Fatal(err)
+			}
+			// As the commands do when a run starts: auto becomes numbers.
+			if rc, _, err = rc.Resolve(); err != nil {
 				t.Fatal(err)
 			}
 			l, err := NewLocal(LocalConfig{Run: rc, Out: t.TempDir()})

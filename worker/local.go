@@ -33,6 +33,11 @@ type LocalConfig struct {
 	Logger *slog.Logger
 	// OnStep, if set, is called after every step.
 	OnStep func(StepInfo)
+	// Snapshots, if set, is offered the EMA weights (the parameters when the
+	// EMA is off) after every step; it copies the ones it takes and never blocks.
+	Snapshots interface {
+		Offer(step int64, weights []float32) bool
+	}
 }
 
 // Local trains in one process: the same Trainer and update as a
@@ -131,6 +136,13 @@ func (l *Local) Run(ctx context.Context) error {
 		}
 		if l.cfg.OnStep != nil {
 			l.cfg.OnStep(info)
+		}
+		if l.cfg.Snapshots != nil {
+			w := l.state.EMA
+			if w == nil {
+				w = l.state.Params
+			}
+			l.cfg.Snapshots.Offer(done, w)
 		}
 		if done%rc.Run.LogEvery == 0 || done == rc.Run.Steps {
 			l.log.Info("step", "step", done, "of", rc.Run.Steps, "loss", info.Loss, "grad_norm", norm, "samples_per_sec", info.SamplesPerSec)

@@ -132,7 +132,7 @@ func newReplica(rc config.Config) (*replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	batches, err := data.NewSampler(train, rc.Train.GlobalBatch, rc.Run.Seed, rc.Data.Dequantize)
+	batches, err := data.NewSampler(train, rc.Train.GlobalBatch, rc.Run.Seed, rc.Data)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,7 +37,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	doneGrace := fs.Duration("done-grace", 10*time.Second, "after the run, how long to wait for workers to hang up")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.")
+		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples\nfrom the EMA weights into DIR/snapshots; the commits do not wait for it.")
 		fs.PrintDefaults()
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
@@ -50,7 +51,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	rc, done, err := rcf.load(stdout)
+	rc, done, err := rcf.loadRun(stdout, log)
 	if err != nil || done {
 		return err
 	}
@@ -78,11 +79,24 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 			losses.Flush()
 		}
 	}
-	c, err := coordinator.New(coordinator.Config{
+	cc := coordinator.Config{
 		Run: rc, Out: *out, Listen: *listen, Gossip: *gossip, GossipAdvertise: *gossipAdv,
 		Secret: secret, Version: version, Logger: log, Registerer: reg, DoneGrace: *doneGrace,
 		OnCommit: onCommit,
-	})
+	}
+	// Once the run is complete the snapshot in progress is abandoned: the
+	// run's final samples follow, and launch expects the coordinator to exit.
+	snapCtx, cancelSnaps := context.WithCancel(ctx)
+	defer cancelSnaps()
+	snaps, err := startSnapshots(snapCtx, rc, *out, log, reg)
+	if err != nil {
+		return err
+	}
+	defer snaps.stop()
+	if snaps != nil {
+		cc.Snapshots = snaps.s
+	}
+	c, err := coordinator.New(cc)
 	if err != nil {
 		return err
 	}
@@ -98,6 +112,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer wait()
 	if err := c.Run(ctx); err != nil {
+		return err
+	}
+	cancelSnaps()
+	if err := snaps.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	if err := losses.Close(); err != nil {

@@ -82,7 +82,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, logs/, samples")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn launch --workers N [--config FILE] [--set key=value]... [--out DIR]\n\nStarts a coordinator and N workers on localhost (free ports), trains run.steps steps,\nwrites DIR/checkpoints/*.safetensors, then samples. Each process logs to DIR/logs/.")
+		fmt.Fprintln(stderr, "usage: ncsn launch --workers N [--config FILE] [--set key=value]... [--out DIR]\n\nStarts a coordinator and N workers on localhost (free ports), trains run.steps steps,\nwrites DIR/checkpoints/*.safetensors, then samples. Each process logs to DIR/logs/.\nThe coordinator process draws the run.sample_every snapshots into DIR/snapshots.")
 		fs.PrintDefaults()
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
@@ -99,7 +99,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	rc, done, err := rcf.load(stdout)
+	rc, done, err := rcf.loadRun(stdout, log)
 	if err != nil || done {
 		return err
 	}

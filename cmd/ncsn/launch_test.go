@@ -22,7 +22,8 @@ func TestLaunch(t *testing.T) {
 	t.Setenv("NCSN_TEST_AS_MAIN", "1")
 	dir := t.TempDir()
 	out, errs, code := ncsn(t, "launch", "--workers", "2", "--out", dir, "--set", "data.name=gmm", "--set", "run.steps=300",
-		"--set", "run.checkpoint_every=100", "--set", "run.samples=100", "--set", "sample.steps_per_level=5")
+		"--set", "run.checkpoint_every=100", "--set", "run.samples=100", "--set", "sample.steps_per_level=5",
+		"--set", "run.sample_every=100", "--set", "run.snapshot_samples=50")
 	if code != 0 {
 		t.Fatalf("launch exited %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
@@ -32,7 +33,9 @@ func TestLaunch(t *testing.T) {
 		}
 	}
 	for _, f := range []string{"checkpoints/ckpt-300.safetensors", "loss.csv", "loss.png", "samples.csv", "samples.png",
-		"logs/coordinator.log", "logs/worker-0.log", "logs/worker-1.log", "config.yaml"} {
+		"logs/coordinator.log", "logs/worker-0.log", "logs/worker-1.log", "config.yaml",
+		// The coordinator snapshots the committed EMA weights; the first offer is never skipped.
+		"snapshots/snapshots.csv", "snapshots/step-000100.csv"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("launch left no %s: %v", f, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/ncsn/ncsn/internal/config"
 )
@@ -43,6 +44,26 @@ func (f *runConfigFlags) load(stdout io.Writer) (rc config.Config, done bool, er
 	return rc, false, nil
 }
 
+// loadRun is load for the commands that train: it also resolves the keys set
+// to auto (NCSNv2's techniques 1–3, from the data) and logs what they became,
+// so that the run stores and hands out numbers. --print-config prints auto as auto.
+func (f *runConfigFlags) loadRun(stdout io.Writer, log *slog.Logger) (config.Config, bool, error) {
+	rc, done, err := f.load(stdout)
+	if err != nil || done {
+		return rc, done, err
+	}
+	auto := rc.Auto.Keys()
+	rc, p, err := rc.Resolve()
+	if err != nil {
+		return rc, false, err
+	}
+	if len(auto) > 0 {
+		log.Info("resolved auto (ncsn plan explains it)", "keys", auto, "sigma_max", rc.Noise.SigmaMax,
+			"levels", rc.Noise.Levels, "eps", rc.Sample.Eps, "gamma", p.Gamma, "steps_per_level", rc.Sample.StepsPerLevel)
+	}
+	return rc, false, nil
+}
+
 // configDefaultsHelp ends the help of the commands that take a run config.
 const configDefaultsHelp = `
 Config defaults: every key of the YAML file has a default chosen for its dataset
@@ -50,4 +71,7 @@ Config defaults: every key of the YAML file has a default chosen for its dataset
   ncsn launch --print-config                       # the embedded default job
   ncsn launch --print-config --set data.name=gmm   # the 2-D toy's defaults
 Commented examples per dataset are in the repository's examples/ folder.
+Image datasets default to NCSNv2's recipe: noise.sigma_max, noise.levels and
+sample.eps are auto, resolved from the data when the run starts; ncsn plan
+prints what they become.
 `

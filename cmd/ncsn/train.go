@@ -27,20 +27,20 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, samples; an existing run there is resumed")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.")
+		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples into DIR/snapshots.")
 		fs.PrintDefaults()
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	rc, done, err := rcf.load(stdout)
-	if err != nil || done {
-		return err
-	}
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return usageError{err}
+	}
+	rc, done, err := rcf.loadRun(stdout, log)
+	if err != nil || done {
+		return err
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
@@ -57,13 +57,25 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			losses.Flush()
 		}
 	}
-	l, err := worker.NewLocal(worker.LocalConfig{Run: rc, Out: *out, Logger: log, OnStep: onStep})
+	lc := worker.LocalConfig{Run: rc, Out: *out, Logger: log, OnStep: onStep}
+	snaps, err := startSnapshots(ctx, rc, *out, log, nil)
+	if err != nil {
+		return err
+	}
+	defer snaps.stop()
+	if snaps != nil {
+		lc.Snapshots = snaps.s
+	}
+	l, err := worker.NewLocal(lc)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
 	log.Info("training", "data", rc.Data.Name, "model", rc.Model.Arch, "params", len(l.Net().Params().Data), "steps", rc.Run.Steps, "global_batch", rc.Train.GlobalBatch, "out", *out)
 	if err := l.Run(ctx); err != nil {
+		return err
+	}
+	if err := snaps.stop(); err != nil {
 		return err
 	}
 	if err := losses.Close(); err != nil {

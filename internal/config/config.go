@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +32,9 @@ type Config struct {
 	Sample    model.SampleConfig `yaml:"sample" json:"sample"`
 	AllReduce AllReduce          `yaml:"allreduce" json:"allreduce"`
 	Cluster   Cluster            `yaml:"cluster" json:"cluster"`
+	// Auto lists the keys set to auto, which Resolve fills from the data. It is
+	// not a section: YAML writes those keys as auto, and stored configs are resolved.
+	Auto Auto `yaml:"-" json:"-"`
 }
 
 // Run is the run's identity and length.
@@ -47,6 +52,11 @@ type Run struct {
 	LogEvery int64 `yaml:"log_every" json:"log_every"`
 	// Samples is how many samples the run draws at its end (0: none).
 	Samples int `yaml:"samples" json:"samples"`
+	// SampleEvery draws a snapshot grid from the EMA weights every this many
+	// steps into DIR/snapshots (0: never).
+	SampleEvery int64 `yaml:"sample_every" json:"sample_every"`
+	// SnapshotSamples is how many samples a snapshot draws.
+	SnapshotSamples int `yaml:"snapshot_samples" json:"snapshot_samples"`
 }
 
 // Train holds the optimizer settings.
@@ -130,7 +140,7 @@ func Default(dataset string) Config {
 		dataset = data.NameSynthetic
 	}
 	c := Config{
-		Run:       Run{ID: "ncsn", Seed: 1, Steps: 2000, CheckpointEvery: 500, Keep: 3, LogEvery: 20, Samples: 64},
+		Run:       Run{ID: "ncsn", Seed: 1, Steps: 2000, CheckpointEvery: 500, Keep: 3, LogEvery: 20, Samples: 64, SnapshotSamples: 64},
 		Data:      data.Config{Name: dataset},
 		Train:     Train{GlobalBatch: 128, AdamConfig: model.AdamConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, EMA: 0.999, LossConfig: model.DefaultLoss()},
 		AllReduce: AllReduce{Codec: "none", Compressor: "none", ChunkBytes: 256 << 10, Timeout: Duration(10 * time.Second)},
@@ -139,9 +149,15 @@ func Default(dataset string) Config {
 	}
 	if isImage(dataset) {
 		c.Model = model.Config{Arch: "unet"}
-		c.Noise = model.NoiseConfig{SigmaMax: 1, SigmaMin: 0.01, Levels: 10}
-		c.Sample = model.SampleConfig{StepsPerLevel: 100, Eps: 2e-5, Denoise: true}
+		// NCSNv2's recipe: σ_1 the largest pairwise distance (technique 1), L
+		// from the γ rule (technique 2), T = 5 and ε from T and γ (technique 3).
+		c.Noise = model.NoiseConfig{SigmaMin: 0.01}
+		c.Sample = model.SampleConfig{StepsPerLevel: 5, Denoise: true}
+		c.Auto = Auto{SigmaMax: true, Levels: true, Eps: true}
 		c.Data.Dequantize = dataset != data.NameSynthetic
+		// Mirrored photographs are photographs; mirrored digits and garments' text are not.
+		c.Data.Flip = dataset == data.NameCIFAR10
+		c.Run.SampleEvery = 500
 	} else {
 		c.Model = model.Config{Arch: "mlp"}
 		c.Noise = model.NoiseConfig{SigmaMax: 20, SigmaMin: 0.1, Levels: 10}
@@ -152,6 +168,7 @@ func Default(dataset string) Config {
 		// 5000 steps put them within 0.01 of the truth, 1500 only within 0.05.
 		c.Run.Steps, c.Run.CheckpointEvery = 5000, 1000
 		c.Run.Samples = 5000
+		c.Run.SnapshotSamples = 1000
 	}
 	if dataset == data.NameSynthetic {
 		// The embedded default job: a few minutes on 2 cores. 16×16 images
@@ -196,13 +213,15 @@ func Load(path string, sets []string) (Config, error) {
 		name = n.Value
 	}
 	c := Default(name)
+	// Keys set to auto leave the document before it is decoded into numbers.
+	c.Auto.take(doc)
 	if len(doc.Content) > 0 {
 		if err := doc.Decode(&c); err != nil {
 			return Config{}, fmt.Errorf("config: %w", err)
 		}
 	}
 	c = c.WithDefaults()
-	if err := c.Validate(); err != nil {
+	if err := c.check(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, nil
@@ -215,8 +234,17 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate checks every section and the constraints between them.
+// Validate checks every section and the constraints between them. Keys
+// still set to auto are refused: a run resolves them (Resolve) before it starts.
 func (c Config) Validate() error {
+	if keys := c.Auto.Keys(); len(keys) > 0 {
+		return fmt.Errorf("%s: auto has not been resolved from the data; resolve the config when the run starts (`ncsn plan` shows what auto becomes)", keys[0])
+	}
+	return c.check()
+}
+
+// check is Validate for a config that may still hold keys set to auto.
+func (c Config) check() error {
 	switch {
 	case c.Run.ID == "" || strings.ContainsAny(c.Run.ID, " \t\n/"):
 		return fmt.Errorf("run.id: %q, want a non-empty name without spaces or slashes", c.Run.ID)
@@ -230,6 +258,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("run.log_every: %d, want >= 1", c.Run.LogEvery)
 	case c.Run.Samples < 0:
 		return fmt.Errorf("run.samples: %d, want >= 0", c.Run.Samples)
+	case c.Run.SampleEvery < 0:
+		return fmt.Errorf("run.sample_every: %d, want >= 0 (0: no snapshots)", c.Run.SampleEvery)
+	case c.Run.SnapshotSamples < 1:
+		return fmt.Errorf("run.snapshot_samples: %d, want >= 1", c.Run.SnapshotSamples)
 	case c.Train.GlobalBatch < 1:
 		return fmt.Errorf("train.global_batch: %d, want >= 1", c.Train.GlobalBatch)
 	case !(c.Train.EMA >= 0 && c.Train.EMA < 1):
@@ -259,7 +291,19 @@ func (c Config) Validate() error {
 		return err
 	}
 	shape := c.Shape()
-	for _, v := range []interface{ Validate() error }{c.Noise, c.Train.AdamConfig, c.Sample} {
+	// Keys set to auto get stand-ins that pass their own checks, so only the
+	// other keys are checked here; Resolve checks the numbers it finds.
+	noise, sample := c.Noise, c.Sample
+	if c.Auto.SigmaMax {
+		noise.SigmaMax = math.MaxFloat64
+	}
+	if c.Auto.Levels {
+		noise.Levels = 2
+	}
+	if c.Auto.Eps {
+		sample.Eps = 1
+	}
+	for _, v := range []interface{ Validate() error }{noise, c.Train.AdamConfig, sample} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
@@ -333,15 +377,27 @@ func FromJSON(b []byte) (Config, error) {
 	if err := d.Decode(&c); err != nil {
 		return Config{}, fmt.Errorf("config: stored config: %w", err)
 	}
+	// A run resolves auto before it stores its config: the numbers are there.
+	c.Auto = Auto{}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config: stored config: %w", err)
 	}
 	return c, nil
 }
 
-// YAML renders the config as a file Load accepts.
+// YAML renders the config as a file Load accepts, keys set to auto as auto.
 func (c Config) YAML() []byte {
-	b, err := yaml.Marshal(c)
+	var n yaml.Node
+	if err := n.Encode(c); err != nil {
+		panic(fmt.Sprintf("config: marshal: %v", err)) // plain data: cannot fail
+	}
+	for _, k := range c.Auto.Keys() {
+		section, key, _ := strings.Cut(k, ".")
+		if v := lookup(&n, section, key); v != nil {
+			*v = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: autoValue}
+		}
+	}
+	b, err := yaml.Marshal(&n)
 	if err != nil {
 		panic(fmt.Sprintf("config: marshal: %v", err))
 	}
@@ -457,9 +513,24 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 		if err := checkKeys(n.Content[i+1], ft, p); err != nil {
 			return err
 		}
+		v := n.Content[i+1]
+		// yaml.v3 truncates 2.5 into an int without complaint (1e3 is fine).
+		fraction := false
+		if f, err := strconv.ParseFloat(v.Value, 64); err == nil && v.Tag == "!!float" && reflect.New(ft).Elem().CanInt() {
+			fraction = f != math.Trunc(f)
+		}
+		if autoKey(p) {
+			if fraction || !isAuto(v) && v.Decode(reflect.New(ft).Interface()) != nil {
+				return fmt.Errorf("%s: %q, want a number or auto", p, v.Value)
+			}
+			continue
+		}
+		if fraction {
+			return fmt.Errorf("%s: %s, want a whole number", p, v.Value)
+		}
 		if !isSection(ft) {
 			// Decode leaves one by one so a type error names its key.
-			if err := n.Content[i+1].Decode(reflect.New(ft).Interface()); err != nil {
+			if err := v.Decode(reflect.New(ft).Interface()); err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
 		}

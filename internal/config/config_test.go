@@ -110,7 +110,8 @@ func TestJSONRoundTrip(t *testing.T) {
 		t.Fatalf("round trip changed the config:\n%s\n%s", c.JSON(), d.JSON())
 	}
 	// A stored false that the data section omits stays false.
-	m, err := Load("", []string{"data.name=mnist", "data.dequantize=false", "data.path=/nonexistent"})
+	m, err := Load("", []string{"data.name=mnist", "data.dequantize=false", "data.path=/nonexistent",
+		"noise.sigma_max=1", "noise.levels=10", "sample.eps=2e-5"})
 	if err != nil {
 		t.Fatal(err)
 	}

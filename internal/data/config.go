@@ -61,8 +61,15 @@ type Config struct {
 	// Std is gmm's component standard deviation, or the noise width of rings and moons.
 	Std float64 `yaml:"std,omitempty" json:"std,omitempty"`
 	// Dequantize asks the sampler to spread each 8-bit pixel uniformly over
-	// its bin (x·255/256 + u/256). Image sets only.
-	Dequantize bool `yaml:"dequantize,omitempty" json:"dequantize,omitempty"`
+	// its bin (x·255/256 + u/256). Image sets only. The YAML key is always
+	// written: its default differs by dataset, so an omitted false would load as true.
+	Dequantize bool `yaml:"dequantize" json:"dequantize,omitempty"`
+	// Flip mirrors each training example left to right with probability ½,
+	// keyed by (seed, step, position) like dequantization. Image sets only.
+	Flip bool `yaml:"flip" json:"flip,omitempty"`
+	// Centered trains on [−1, 1] (2x − 1) instead of [0, 1]; samples are
+	// mapped back to [0, 1]. Image sets only.
+	Centered bool `yaml:"centered,omitempty" json:"centered,omitempty"`
 	// TrainSize and TestSize are the example counts of generated sets; for
 	// file sets they keep only the first N examples (0 = all of them).
 	TrainSize int `yaml:"train_size,omitempty" json:"train_size,omitempty"`
@@ -177,6 +184,12 @@ func (c Config) Validate() error {
 	}
 	if c.Dequantize && isToy(c.Name) {
 		return unused("dequantize", "image datasets")
+	}
+	if c.Flip && isToy(c.Name) {
+		return unused("flip", "image datasets")
+	}
+	if c.Centered && isToy(c.Name) {
+		return unused("centered", "image datasets")
 	}
 	if c.Name != NameSynthetic {
 		if c.ImageSize != 0 {

@@ -17,11 +17,12 @@ import (
 // straddles an epoch boundary, cost no allocation and at most one shuffle
 // per epoch.
 type Sampler struct {
-	ds         Dataset
-	batch      int
-	seed       uint64
-	dequantize bool
-	size       int // float32 values per example
+	ds    Dataset
+	batch int
+	seed  uint64
+	prep  Config // the per-example transforms of Prepare, and Flip
+	shape []int
+	size  int // float32 values per example
 
 	rng   keyrand.Stream
 	slots [2]epochPerm
@@ -34,16 +35,22 @@ type epochPerm struct {
 }
 
 // NewSampler returns the sampler of global batch size globalBatch over ds.
-// With dequantize, Fill spreads each pixel over its 8-bit bin using a stream
-// keyed by (seed, step, position), so it is reproducible like everything else.
-func NewSampler(ds Dataset, globalBatch int, seed uint64, dequantize bool) (*Sampler, error) {
+// Fill applies cfg's per-example options: the random flip (data.flip), then
+// Prepare (data.dequantize, data.centered). Their randomness comes from
+// streams keyed by (seed, step, position), so it is reproducible like
+// everything else. The other fields of cfg are not used.
+func NewSampler(ds Dataset, globalBatch int, seed uint64, cfg Config) (*Sampler, error) {
 	if ds == nil || ds.Len() <= 0 {
 		return nil, fmt.Errorf("data: sampler over an empty dataset")
 	}
 	if globalBatch <= 0 {
 		return nil, fmt.Errorf("train.global_batch: %d, want >= 1", globalBatch)
 	}
-	return &Sampler{ds: ds, batch: globalBatch, seed: seed, dequantize: dequantize, size: Size(ds)}, nil
+	shape := ds.Shape()
+	if (cfg.Flip || cfg.Centered) && len(shape) != 3 {
+		return nil, fmt.Errorf("data: flip and centering need images, not examples of shape %v", shape)
+	}
+	return &Sampler{ds: ds, batch: globalBatch, seed: seed, prep: cfg, shape: shape, size: Size(ds)}, nil
 }
 
 // GlobalBatch is B.
@@ -119,10 +126,12 @@ func (s *Sampler) Fill(step uint64, lo, hi int, dst []float32) error {
 	for j := lo; j < hi; j++ {
 		x := dst[(j-lo)*s.size : (j-lo+1)*s.size]
 		s.ds.Example(s.Index(step, j), x)
-		if s.dequantize {
-			s.rng.Reset(s.seed, tagDequantize, step, s.Position(step, j))
-			Dequantize(x, &s.rng)
+		pos := s.Position(step, j)
+		if s.prep.Flip && flipped(&s.rng, s.seed, step, pos) {
+			Flip(x, s.shape[0], s.shape[1], s.shape[2])
 		}
+		s.rng.Reset(s.seed, tagDequantize, step, pos)
+		s.prep.Prepare(x, &s.rng)
 	}
 	return nil
 }

@@ -73,7 +73,7 @@ func TestEveryExampleOncePerEpoch(t *testing.T) {
 		{10, 1}, {10, 3}, {10, 5}, {10, 10}, {7, 16}, {1000, 64}, {1, 4},
 	}
 	for _, tt := range tests {
-		s, err := NewSampler(indexSet(tt.n), tt.batch, 99, false)
+		s, err := NewSampler(indexSet(tt.n), tt.batch, 99, Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,12 +111,12 @@ func TestEveryExampleOncePerEpoch(t *testing.T) {
 
 // TestUnionIndependentOfWorkers fills a step slice by slice for every W and
 // compares it with one worker's fill: the union of the slices is the same
-// batch, dequantisation included.
+// batch, dequantisation, flips and centring included.
 func TestUnionIndependentOfWorkers(t *testing.T) {
 	ds := NewSynthetic(8, 1, 1, Train, 50)
 	const batch = 12
 	size := Size(ds)
-	ref, err := NewSampler(ds, batch, 5, true)
+	ref, err := NewSampler(ds, batch, 5, Config{Dequantize: true, Flip: true, Centered: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestUnionIndependentOfWorkers(t *testing.T) {
 			got := make([]float32, batch*size)
 			for r := range w {
 				// A fresh sampler per worker, as on separate machines.
-				s, err := NewSampler(ds, batch, 5, true)
+				s, err := NewSampler(ds, batch, 5, Config{Dequantize: true, Flip: true, Centered: true})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -150,9 +150,9 @@ func TestUnionIndependentOfWorkers(t *testing.T) {
 }
 
 func TestSamplerDeterminism(t *testing.T) {
-	a, _ := NewSampler(indexSet(100), 8, 1, false)
-	b, _ := NewSampler(indexSet(100), 8, 1, false)
-	c, _ := NewSampler(indexSet(100), 8, 2, false)
+	a, _ := NewSampler(indexSet(100), 8, 1, Config{})
+	b, _ := NewSampler(indexSet(100), 8, 1, Config{})
+	c, _ := NewSampler(indexSet(100), 8, 2, Config{})
 	x, y, z := make([]float32, 8), make([]float32, 8), make([]float32, 8)
 	// b visits steps in another order, so its cache differs from a's.
 	for _, step := range []uint64{40, 0, 13, 12, 25, 1} {
@@ -176,7 +176,7 @@ func TestSamplerDeterminism(t *testing.T) {
 }
 
 func TestFillErrors(t *testing.T) {
-	s, err := NewSampler(indexSet(10), 4, 1, false)
+	s, err := NewSampler(indexSet(10), 4, 1, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,17 +195,17 @@ func TestFillErrors(t *testing.T) {
 			t.Errorf("Fill(0, %d, %d, [%d]) = %v, want %q", tt.lo, tt.hi, tt.n, err, tt.want)
 		}
 	}
-	if _, err := NewSampler(indexSet(0), 4, 1, false); err == nil {
+	if _, err := NewSampler(indexSet(0), 4, 1, Config{}); err == nil {
 		t.Error("NewSampler over an empty set succeeded")
 	}
-	if _, err := NewSampler(indexSet(3), 0, 1, false); err == nil || !strings.Contains(err.Error(), "train.global_batch: 0") {
+	if _, err := NewSampler(indexSet(3), 0, 1, Config{}); err == nil || !strings.Contains(err.Error(), "train.global_batch: 0") {
 		t.Errorf("NewSampler with batch 0: %v", err)
 	}
 }
 
 func TestFillDoesNotAllocate(t *testing.T) {
 	ds := NewSynthetic(28, 1, 1, Train, 1000)
-	s, err := NewSampler(ds, 64, 3, true)
+	s, err := NewSampler(ds, 64, 3, Config{Dequantize: true, Flip: true, Centered: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestDequantize(t *testing.T) {
 
 func BenchmarkFillSynthetic(b *testing.B) {
 	ds := NewSynthetic(28, 1, 1, Train, DefaultTrainSize)
-	s, err := NewSampler(ds, 128, 1, true)
+	s, err := NewSampler(ds, 128, 1, Config{Dequantize: true})
 	if err != nil {
 		b.Fatal(err)
 	}

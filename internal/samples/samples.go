@@ -84,7 +84,9 @@ func Draw(ctx context.Context, rc config.Config, params []float32, o Options) ([
 	defer sc.Close()
 	x := make([]float32, o.N*dim)
 	if image {
-		model.InitUniform(x, 0, 1, o.Seed)
+		// The data's range in the model's space: [0, 1], or [−1, 1] when centred.
+		lo, hi := rc.Data.Range()
+		model.InitUniform(x, lo, hi, o.Seed)
 	} else {
 		// A box around the data: the toys live in about [−5, 5]².
 		model.InitUniform(x, -8, 8, o.Seed)
@@ -124,6 +126,8 @@ func Draw(ctx context.Context, rc config.Config, params []float32, o Options) ([
 	if err != nil {
 		return nil, err
 	}
+	// Back to [0, 1] before anything writes or scores the samples.
+	rc.Data.Restore(x)
 	return x, nil
 }
 
