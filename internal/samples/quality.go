@@ -59,7 +59,7 @@ type Reference struct {
 
 // NewReference opens the data set dc (generated sets drawn from seed) and
 // prepares to score samples against its test split. For images it loads or
-// trains the feature network (see LoadFeatures) and extracts the test
+// trains the feature network (see LoadFeatures), which comes with the test
 // split's features.
 func NewReference(ctx context.Context, dc data.Config, seed uint64, o ReferenceOptions) (*Reference, error) {
 	train, test, err := data.Open(dc, seed)
@@ -82,10 +82,7 @@ func NewReference(ctx context.Context, dc data.Config, seed uint64, o ReferenceO
 	if r.feat, err = LoadFeatures(ctx, dc.Name, train, test, o.Features); err != nil {
 		return nil, err
 	}
-	if r.testFeat, _, err = r.feat.extract(ctx, test.Len(), test.Example, false); err != nil {
-		r.feat.Close()
-		return nil, err
-	}
+	r.testFeat = r.feat.TestFeatures
 	if r.testStats, err = metric.Fit(r.testFeat, r.feat.Net.FeatureDim()); err != nil {
 		r.feat.Close()
 		return nil, err

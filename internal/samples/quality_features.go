@@ -100,6 +100,9 @@ type Features struct {
 	Net *model.Classifier
 	// Accuracy is the classifier's accuracy on the test split.
 	Accuracy float64
+	// TestFeatures are the features of the test split's images (n×FeatureDim),
+	// which samples are scored against; they are cached with the weights.
+	TestFeatures []float32
 	// Path is the cache file.
 	Path string
 	// Trained is true when this call trained the network, false when it came from the cache.
@@ -111,6 +114,9 @@ type Features struct {
 
 // featureBatch is the batch of the featurizer: large enough for long GEMMs.
 const featureBatch = 250
+
+// testFeatures names the test split's features in a cache file.
+const testFeatures = "test_features"
 
 // Metadata of a cached feature network.
 const (
@@ -125,31 +131,39 @@ type featureKey struct {
 	Dataset string `json:"dataset"`
 	Shape   []int  `json:"shape"`
 	Train   int    `json:"train"`
+	Test    int    `json:"test"`
 	Classes int    `json:"classes"`
-	// Data is a SHA-256 of evenly spaced training examples and labels: a
-	// different file under the same name, or another seed of a generated set,
-	// changes it.
-	Data   string        `json:"data"`
-	Recipe FeatureRecipe `json:"recipe"`
+	// TrainData and TestData are SHA-256s of evenly spaced examples and
+	// labels: a different file under the same name, or another seed of a
+	// generated set, changes them.
+	TrainData string        `json:"train_data"`
+	TestData  string        `json:"test_data"`
+	Recipe    FeatureRecipe `json:"recipe"`
 }
 
-func newFeatureKey(name string, train data.Labeled, r FeatureRecipe) featureKey {
+func newFeatureKey(name string, train, test data.Labeled, r FeatureRecipe) featureKey {
+	return featureKey{Dataset: name, Shape: train.Shape(), Train: train.Len(), Test: test.Len(), Classes: train.Classes(),
+		TrainData: fingerprint(train), TestData: fingerprint(test), Recipe: r}
+}
+
+// fingerprint hashes 64 evenly spaced examples of ds with their labels.
+func fingerprint(ds data.Labeled) string {
 	h := sha256.New()
-	x := make([]float32, data.Size(train))
-	n := train.Len()
+	x := make([]float32, data.Size(ds))
+	n := ds.Len()
 	var b [8]byte
-	const probes = 64
-	for p := 0; p < min(probes, n); p++ {
-		i := p * n / min(probes, n)
-		train.Example(i, x)
-		binary.LittleEndian.PutUint64(b[:], uint64(train.Label(i)))
+	probes := min(64, n)
+	for p := 0; p < probes; p++ {
+		i := p * n / probes
+		ds.Example(i, x)
+		binary.LittleEndian.PutUint64(b[:], uint64(ds.Label(i)))
 		h.Write(b[:])
 		for _, v := range x {
 			binary.LittleEndian.PutUint32(b[:4], math.Float32bits(v))
 			h.Write(b[:4])
 		}
 	}
-	return featureKey{Dataset: name, Shape: train.Shape(), Train: n, Classes: train.Classes(), Data: hex.EncodeToString(h.Sum(nil)), Recipe: r}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func (k featureKey) json() string {
@@ -195,7 +209,7 @@ func LoadFeatures(ctx context.Context, name string, train, test data.Dataset, o 
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	key := newFeatureKey(name, tr, o.Recipe)
+	key := newFeatureKey(name, tr, te, o.Recipe)
 	path := filepath.Join(o.CacheDir, key.file())
 	cfg := model.ClassifierConfig{Widths: o.Recipe.Widths, Groups: o.Recipe.Groups, Classes: tr.Classes()}
 	net, err := model.NewClassifier(cfg, tr.Shape())
@@ -203,12 +217,10 @@ func LoadFeatures(ctx context.Context, name string, train, test data.Dataset, o 
 		return nil, fmt.Errorf("samples: feature network: %w", err)
 	}
 	f := &Features{Net: net, Path: path}
-	switch acc, err := readFeatures(path, key, net); {
-	case err == nil:
-		f.Accuracy = acc
+	switch err = f.read(key); {
 	case errors.Is(err, os.ErrNotExist):
 		err = f.train(ctx, tr, te, o)
-	default:
+	case err != nil:
 		log.Warn("ignoring the cached feature network and training it again", "path", path, "err", err)
 		err = f.train(ctx, tr, te, o)
 	}
@@ -228,38 +240,46 @@ func LoadFeatures(ctx context.Context, name string, train, test data.Dataset, o 
 	return f, nil
 }
 
-// readFeatures loads the cached parameters at path into net after checking
-// that the file was made from key, and returns the stored test accuracy.
-func readFeatures(path string, key featureKey, net *model.Classifier) (float64, error) {
-	if _, err := os.Stat(path); err != nil {
-		return 0, err
+// read loads the cached network at f.Path into f after checking that the
+// file was made from key.
+func (f *Features) read(key featureKey) error {
+	if _, err := os.Stat(f.Path); err != nil {
+		return err
 	}
-	f, err := safetensors.ReadFile(path)
+	st, err := safetensors.ReadFile(f.Path)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if v := f.Metadata[model.MetaFormat]; v != featureFormat {
-		return 0, fmt.Errorf("format %q, want %q", v, featureFormat)
+	if v := st.Metadata[model.MetaFormat]; v != featureFormat {
+		return fmt.Errorf("format %q, want %q", v, featureFormat)
 	}
-	if f.Metadata[metaKey] != key.json() {
-		return 0, fmt.Errorf("made from other data or another recipe: %s", f.Metadata[metaKey])
+	if st.Metadata[metaKey] != key.json() {
+		return fmt.Errorf("made from other data or another recipe: %s", st.Metadata[metaKey])
 	}
-	acc, err := strconv.ParseFloat(f.Metadata[metaAccuracy], 64)
+	acc, err := strconv.ParseFloat(st.Metadata[metaAccuracy], 64)
 	if err != nil || !(acc >= 0 && acc <= 1) {
-		return 0, fmt.Errorf("bad %s %q", metaAccuracy, f.Metadata[metaAccuracy])
+		return fmt.Errorf("bad %s %q", metaAccuracy, st.Metadata[metaAccuracy])
 	}
-	p := net.Params()
+	p := f.Net.Params()
 	for i, name := range p.Names {
-		v, shape, err := f.F32("param/" + name)
+		v, shape, err := st.F32("param/" + name)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if !slices.Equal(shape, p.Shapes[i]) {
-			return 0, fmt.Errorf("%s has shape %v, the network %v", name, shape, p.Shapes[i])
+			return fmt.Errorf("%s has shape %v, the network %v", name, shape, p.Shapes[i])
 		}
 		copy(p.Data[p.Offsets[i]:], v)
 	}
-	return acc, nil
+	tf, shape, err := st.F32(testFeatures)
+	if err != nil {
+		return err
+	}
+	if want := []int{key.Test, f.Net.FeatureDim()}; !slices.Equal(shape, want) {
+		return fmt.Errorf("%s has shape %v, want %v", testFeatures, shape, want)
+	}
+	f.Accuracy, f.TestFeatures = acc, tf
+	return nil
 }
 
 func writeFeatures(path string, key featureKey, f *Features) error {
@@ -274,6 +294,9 @@ func writeFeatures(path string, key featureKey, f *Features) error {
 		if err := st.AddF32("param/"+name, p.Shapes[i], p.Data[p.Offsets[i]:p.Offsets[i]+numel(p.Shapes[i])]); err != nil {
 			return fmt.Errorf("samples: feature network: %w", err)
 		}
+	}
+	if err := st.AddF32(testFeatures, []int{key.Test, f.Net.FeatureDim()}, f.TestFeatures); err != nil {
+		return fmt.Errorf("samples: feature network: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("samples: feature cache: %w", err)
@@ -303,7 +326,7 @@ func (f firstN) Len() int { return f.n }
 
 // train fits f.Net to the training split with Adam, the rate decayed along a
 // cosine to 0, on dequantized images (samples are continuous), then measures
-// the test accuracy.
+// the test accuracy and keeps the test split's features.
 func (f *Features) train(ctx context.Context, train, test data.Labeled, o FeatureOptions) error {
 	start := time.Now()
 	r := o.Recipe
@@ -363,10 +386,11 @@ func (f *Features) train(ctx context.Context, train, test data.Labeled, o Featur
 	if f.fz, err = net.NewFeaturizer(featureBatch); err != nil {
 		return err
 	}
-	pred, err := f.classify(ctx, test.Len(), test.Example)
+	feat, pred, err := f.extract(ctx, test.Len(), test.Example, true)
 	if err != nil {
 		return err
 	}
+	f.TestFeatures = feat
 	correct := 0
 	for i, p := range pred {
 		if p == test.Label(i) {
@@ -420,11 +444,6 @@ func (f *Features) extract(ctx context.Context, n int, get func(i int, dst []flo
 		}
 	}
 	return feat, pred, nil
-}
-
-func (f *Features) classify(ctx context.Context, n int, get func(i int, dst []float32)) ([]int, error) {
-	_, pred, err := f.extract(ctx, n, get, true)
-	return pred, err
 }
 
 // Close releases the featurizer's graph.

@@ -185,7 +185,8 @@ func TestFeatureCache(t *testing.T) {
 		t.Fatalf("first load: trained %v, path %s", first.Trained, first.Path)
 	}
 	cached := load(1, a)
-	if cached.Trained || cached.Path != first.Path || cached.Accuracy != first.Accuracy || !slices.Equal(cached.Net.Params().Data, first.Net.Params().Data) {
+	if cached.Trained || cached.Path != first.Path || cached.Accuracy != first.Accuracy || !slices.Equal(cached.Net.Params().Data, first.Net.Params().Data) ||
+		len(first.TestFeatures) != 300*32 || !slices.Equal(cached.TestFeatures, first.TestFeatures) {
 		t.Fatalf("second load: trained %v, accuracy %v (first %v)", cached.Trained, cached.Accuracy, first.Accuracy)
 	}
 	if logs.Len() != 0 {
