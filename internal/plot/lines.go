@@ -38,11 +38,13 @@ func Lines(title, xlabel, ylabel string, x []float64, series []Series) (*image.R
 	if math.IsInf(lo, 0) {
 		return nil, fmt.Errorf("plot: no finite values to plot")
 	}
-	// Start the y axis at 0 for non-negative values (distances), with headroom.
+	// Start the y axis at 0 for non-negative values (distances), and end
+	// both ends on round numbers so that the ticks are round too.
 	if lo >= 0 {
 		lo = 0
 	}
-	hi += 0.05 * max(hi-lo, math.Abs(hi), 1e-12)
+	step := niceStep(max(hi-lo, math.Abs(hi)*1e-6, 1e-12) / 5)
+	lo, hi = math.Floor(lo/step)*step, math.Ceil(hi/step)*step
 	xmin, xmax := x[0], x[len(x)-1]
 	if xmax == xmin {
 		xmin, xmax = xmin-1, xmax+1
@@ -86,4 +88,15 @@ func Stack(imgs ...*image.RGBA) *image.RGBA {
 		y += m.Bounds().Dy()
 	}
 	return out
+}
+
+// niceStep is the smallest of 1, 2, 2.5 and 5 times a power of ten that is at least x.
+func niceStep(x float64) float64 {
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	for _, m := range []float64{1, 2, 2.5, 5} {
+		if m*p >= x*(1-1e-9) {
+			return m * p
+		}
+	}
+	return 10 * p
 }

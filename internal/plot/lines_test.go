@@ -33,12 +33,17 @@ func TestLines(t *testing.T) {
 	}
 	// The first value (80, the largest) is marked near the top left of the plot area,
 	// the floor (2) near the bottom.
-	c := newChart(720, 420, "", "", "", 500, 2000, 0, 84, false) // 5% headroom above 80
+	c := newChart(720, 420, "", "", "", 500, 2000, 0, 80, false) // 0…80 in round steps of 20
 	if px := img.RGBAAt(c.px(500), c.py(80)); px != blue {
 		t.Errorf("pixel at the first value is %v, want blue", px)
 	}
 	if px := img.RGBAAt(c.px(1000), c.py(2)); px != red {
 		t.Errorf("pixel at the floor is %v, want red", px)
+	}
+	for _, c := range []struct{ x, want float64 }{{0.9, 1}, {1, 1}, {1.1, 2}, {2.2, 2.5}, {3, 5}, {6, 10}, {0.0031, 0.005}, {170, 200}} {
+		if got := niceStep(c.x); math.Abs(got-c.want) > 1e-12*c.want {
+			t.Errorf("niceStep(%v) = %v, want %v", c.x, got, c.want)
+		}
 	}
 	one, err := Lines("t", "step", "d", []float64{7}, []Series{{"d", []float64{0.5}}})
 	if err != nil || count(one, [3]uint8{blue.R, blue.G, blue.B}) == 0 {
