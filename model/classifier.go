@@ -12,11 +12,11 @@ import (
 // feature space of ncsn's FID and KID.
 type ClassifierConfig struct {
 	// Widths are the channels at full, half and quarter resolution.
-	Widths []int `json:"widths"`
+	Widths []int
 	// Groups is the number of GroupNorm groups.
-	Groups int `json:"groups"`
+	Groups int
 	// Classes is the number of labels.
-	Classes int `json:"classes"`
+	Classes int
 }
 
 // Validate checks the config against the per-example image shape [C, H, W].
