@@ -335,8 +335,8 @@ func printQuality(w io.Writer, q *samples.Quality) {
 	fmt.Fprintf(w, "  scored against %d test images in the features of ncsn's own classifier (test accuracy %.2f%%;\n", q.Reference, 100*i.ClassifierAccuracy)
 	fmt.Fprintf(w, "  these scores compare only with other ncsn scores, not with published Inception FIDs)\n")
 	fmt.Fprintf(w, "  %-5s %22s  %22s\n", "", "samples", fmt.Sprintf("floor (%d real)", q.N))
-	fmt.Fprintf(w, "  %-5s %22.4f  %22.4f\n", "FID", i.FID, i.FloorFID)
-	fmt.Fprintf(w, "  %-5s %22s  %22s\n", "KID", fmt.Sprintf("%.5f ± %.5f", i.KID, i.KIDStd), fmt.Sprintf("%.5f ± %.5f", i.FloorKID, i.FloorKIDStd))
+	fmt.Fprintf(w, "  %-5s %22.4g  %22.4g\n", "FID", i.FID, i.FloorFID)
+	fmt.Fprintf(w, "  %-5s %22s  %22s\n", "KID", fmt.Sprintf("%.3g ± %.2g", i.KID, i.KIDStd), fmt.Sprintf("%.3g ± %.2g", i.FloorKID, i.FloorKIDStd))
 	fmt.Fprintf(w, "  nearest training image (mean L2 over %d): samples %.4f, held-out real images %.4f\n", i.NNCount, i.NNDistance, i.NNDistanceReal)
 	if i.NNImage != "" {
 		fmt.Fprintf(w, "  samples beside their nearest training images: %s\n", i.NNImage)

@@ -154,6 +154,10 @@ func TestEvalToys(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("eval --all exited %d: %s", code, errs)
 	}
+	// --steps-per-level reaches every checkpoint's sampler: 10 levels × 3 steps.
+	if strings.Count(errs, "sampling: 100% (30/30)") != 3 {
+		t.Errorf("eval --all did not sample each checkpoint with 3 steps per level:\n%s", errs)
+	}
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(errs, "eval.csv") {
 		t.Fatalf("eval --all --json: %d lines\n%s\nstderr %s", len(lines), out, errs)
 	}

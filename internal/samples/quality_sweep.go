@@ -36,8 +36,9 @@ func Checkpoints(dir string) ([]string, error) {
 }
 
 // Sweep evaluates the checkpoints at paths in turn, each loaded by load and
-// measured by Evaluate with o (one Reference serves them all, so they must be
-// runs on one data set). done is called with each report as it is ready.
+// measured by Evaluate with o, sampling with the settings of the config load
+// returns (one Reference serves them all, so they must be runs on one data
+// set). done is called with each report as it is ready.
 func Sweep(ctx context.Context, paths []string, load func(path string) (*Loaded, error), o EvalOptions, done func(*Report) error) ([]*Report, error) {
 	var out []*Report
 	var first *Loaded
@@ -51,6 +52,7 @@ func Sweep(ctx context.Context, paths []string, load func(path string) (*Loaded,
 		} else if !reflect.DeepEqual(l.Config.Data, first.Config.Data) || !slices.Equal(l.Config.Shape(), first.Config.Shape()) {
 			return out, fmt.Errorf("samples: %s is a run on other data than %s: a sweep compares checkpoints of one run", p, first.Path)
 		}
+		o.Sample = l.Config.Sample
 		r, err := Evaluate(ctx, l.Config, l.Params, o)
 		if err != nil {
 			return out, fmt.Errorf("samples: %s: %w", p, err)
