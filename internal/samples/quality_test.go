@@ -117,6 +117,40 @@ func TestReferenceImages(t *testing.T) {
 	}
 }
 
+// TestReferenceColour: 3-channel images (CIFAR-10's shape) go through the
+// same path: the feature network, the scores and the neighbour image.
+func TestReferenceColour(t *testing.T) {
+	ctx := context.Background()
+	dc := data.Config{Name: data.NameSynthetic, ImageSize: 32, Channels: 3, TrainSize: 1000, TestSize: 500}
+	ref, err := NewReference(ctx, dc, 1, ReferenceOptions{Seed: 1, KID: metric.KIDOptions{Subsets: 10},
+		Features: FeatureOptions{CacheDir: t.TempDir(), Recipe: smallRecipe(0, 2)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	_, test, _ := data.Open(dc, 1)
+	nn := filepath.Join(t.TempDir(), "nn.png")
+	real, err := ref.Score(ctx, examples(test, 200), nn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noise, err := ref.Score(ctx, uniform(5, 200*3*32*32), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("real FID %.4f (floor %.4f), noise %.2f", real.Images.FID, real.Images.FloorFID, noise.Images.FID)
+	if noise.Images.FID < 10*real.Images.FID {
+		t.Errorf("colour: real FID %.4f, noise %.4f", real.Images.FID, noise.Images.FID)
+	}
+	b, err := os.ReadFile(nn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grid, err := imageset.DecodeGrid(b, []int{3, 32, 32}); err != nil || len(grid) != 8*4*3*32*32 {
+		t.Errorf("colour neighbour image: %v", err)
+	}
+}
+
 // TestReferencePoints: a true sample of a toy scores near the floor, uniform
 // points far above it.
 func TestReferencePoints(t *testing.T) {
