@@ -110,9 +110,6 @@ func (r *Reference) Close() error {
 // Shape is the per-example shape of the data.
 func (r *Reference) Shape() []int { return append([]int(nil), r.shape...) }
 
-// Features is the feature network (nil for 2-D points).
-func (r *Reference) Features() *Features { return r.feat }
-
 // examples copies the first n examples of ds.
 func examples(ds data.Dataset, n int) []float32 {
 	d := data.Size(ds)

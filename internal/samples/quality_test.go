@@ -47,7 +47,7 @@ func TestReferenceImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ref.Close()
-	f := ref.Features()
+	f := ref.feat
 	t.Logf("feature network: %.1f%% test accuracy, trained in %v", 100*f.Accuracy, f.TrainTime)
 	if !f.Trained || f.Accuracy < 0.9 {
 		t.Fatalf("feature network trained %v, accuracy %.3f: want a fresh network above 90%%", f.Trained, f.Accuracy)
