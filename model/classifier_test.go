@@ -65,15 +65,6 @@ func TestClassifierOpGradients(t *testing.T) {
 	}
 }
 
-// lift turns a scalar node into a [1, 1] tensor: the op harness probes tensors.
-func lift(l *gorgonia.Node) (*gorgonia.Node, error) {
-	return apply[float64]("lift", []int{1, 1}, nil, func(y []float64, in [][]float64) { y[0] = in[0][0] }, []bool{true},
-		func(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
-			d, err := apply[float64]("lift.bwd", nil, nil, func(s []float64, in [][]float64) { s[0] = in[0][0] }, nil, nil, grad)
-			return gorgonia.Nodes{d}, err
-		}, l)
-}
-
 // TestXentMatchesDefinition: the loss is −log softmax(l)_y, the prediction its argmax.
 func TestXentMatchesDefinition(t *testing.T) {
 	const bs, k = 2, 3

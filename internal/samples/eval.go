@@ -98,7 +98,7 @@ func Evaluate(ctx context.Context, rc config.Config, params []float32, o EvalOpt
 		return nil, err
 	}
 	defer sc.Close()
-	x := heldOut(test, n, rc.Data.Dequantize, o.Seed)
+	x := heldOutPrepared(test, n, rc.Data, o.Seed)
 	sigmas := rc.Noise.Sigmas()
 	r := &Report{Dataset: rc.Data.Name}
 	xb, out := make([]float32, batch*dim), make([]float32, batch*dim)
@@ -181,22 +181,20 @@ func Evaluate(ctx context.Context, rc config.Config, params []float32, o EvalOpt
 	return r, nil
 }
 
-// heldOut is the first n examples of test as the network saw its training
-// data: dequantized with streams keyed by (seed, example) when the run
-// dequantized. Raw multiples of 1/255 would put small-σ noise around exact
-// pixel levels the network never saw, inflating the small-σ loss (about 3×
-// on background pixels).
-func heldOut(test data.Dataset, n int, dequantize bool, seed uint64) []float32 {
+// heldOutPrepared is the first n examples of test as the network saw its
+// training data (data.Config.Prepare: dequantized with streams keyed by
+// (seed, example), centred when the run is). Raw multiples of 1/255 would put
+// small-σ noise around exact pixel levels the network never saw, inflating
+// the small-σ loss (about 3× on background pixels).
+func heldOutPrepared(test data.Dataset, n int, dc data.Config, seed uint64) []float32 {
 	dim := data.Size(test)
 	x := make([]float32, n*dim)
 	var rng keyrand.Stream
 	for i := 0; i < n; i++ {
 		xi := x[i*dim : (i+1)*dim]
 		test.Example(i, xi)
-		if dequantize {
-			rng.Reset(seed, dequantTag, uint64(i))
-			data.Dequantize(xi, &rng)
-		}
+		rng.Reset(seed, dequantTag, uint64(i))
+		dc.Prepare(xi, &rng)
 	}
 	return x
 }

@@ -344,7 +344,7 @@ func (f *Features) train(ctx context.Context, train, test data.Labeled, o Featur
 		return err
 	}
 	defer tr.Close()
-	smp, err := data.NewSampler(train, batch, r.Seed, true)
+	smp, err := data.NewSampler(train, batch, r.Seed, data.Config{Dequantize: true})
 	if err != nil {
 		return err
 	}

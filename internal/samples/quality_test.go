@@ -294,8 +294,8 @@ func TestCacheDir(t *testing.T) {
 // when the run did not dequantize.
 func TestHeldOutDequantized(t *testing.T) {
 	test := data.NewSynthetic(16, 3, 1, data.Test, 20)
-	raw := heldOut(test, 20, false, 7)
-	deq := heldOut(test, 20, true, 7)
+	raw := heldOutPrepared(test, 20, data.Config{}, 7)
+	deq := heldOutPrepared(test, 20, data.Config{Dequantize: true}, 7)
 	if !slices.Equal(raw, examples(test, 20)) {
 		t.Fatal("without dequantization the held-out images are not the raw examples")
 	}
@@ -309,7 +309,7 @@ func TestHeldOutDequantized(t *testing.T) {
 			moved++
 		}
 	}
-	if moved < len(raw)*99/100 || !slices.Equal(deq, heldOut(test, 20, true, 7)) || slices.Equal(deq, heldOut(test, 20, true, 8)) {
+	if moved < len(raw)*99/100 || !slices.Equal(deq, heldOutPrepared(test, 20, data.Config{Dequantize: true}, 7)) || slices.Equal(deq, heldOutPrepared(test, 20, data.Config{Dequantize: true}, 8)) {
 		t.Errorf("%d of %d values moved; want nearly all, the same for one seed and other for another", moved, len(raw))
 	}
 }
