@@ -33,6 +33,10 @@ shows memorisation; a PNG shows samples beside their nearest training images.
 2-D toys are scored by the energy distance to the test split, beside its floor.
 `
 
+func init() {
+	commands["eval"] = command{summary: "score a checkpoint or any images: per-σ held-out loss, FID/KID and nearest neighbours (images), energy distance (toys)", run: runEval}
+}
+
 func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -15,7 +15,6 @@ import (
 
 func init() {
 	commands["sample"] = command{summary: "draw samples from a checkpoint (PNG grid, .npy or a folder of PNGs for images; CSV + scatter plot or .npy for 2-D), or inpaint images", run: runSample}
-	commands["eval"] = command{summary: "evaluate a checkpoint: per-σ held-out loss; for gmm, score error and mode weights", run: runEval}
 }
 
 // samplerFlags are the sampler settings shared by sample and eval; unset
@@ -33,7 +32,7 @@ type samplerFlags struct {
 func addSamplerFlags(fs *flag.FlagSet) *samplerFlags {
 	return &samplerFlags{
 		fs:            fs,
-		checkpoint:    fs.String("checkpoint", "", "checkpoint file, or a run folder / checkpoints folder (newest that verifies) (required)"),
+		checkpoint:    fs.String("checkpoint", "", "checkpoint file, or a run folder / checkpoints folder (newest that verifies)"),
 		weights:       fs.String("weights", "ema", "ema or raw: which parameters to use"),
 		seed:          fs.Uint64("seed", 1, "sampler seed"),
 		stepsPerLevel: fs.Int("steps-per-level", 0, "Langevin steps per σ level (default: the run's sample.steps_per_level)"),

@@ -54,6 +54,10 @@ func Draw(ctx context.Context, rc config.Config, params []float32, o Options) ([
 	if o.N < 1 {
 		return nil, fmt.Errorf("samples: n = %d, want >= 1", o.N)
 	}
+	// An unresolved auto schedule has no σ levels yet.
+	if err := rc.Validate(); err != nil {
+		return nil, fmt.Errorf("samples: %w", err)
+	}
 	shape := rc.Shape()
 	net, err := model.New(rc.Model, shape)
 	if err != nil {

@@ -30,6 +30,9 @@ func smallRun(t *testing.T, name string, channels int) (config.Config, []float32
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rc, _, err = rc.Resolve(); err != nil { // the image defaults are NCSNv2's auto schedule
+		t.Fatal(err)
+	}
 	net, err := model.New(rc.Model, rc.Shape())
 	if err != nil {
 		t.Fatal(err)
