@@ -27,6 +27,9 @@ func TestEstimatorStepSplits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if rc, _, err = rc.Resolve(); err != nil { // the image defaults are NCSNv2's auto schedule
+			t.Fatal(err)
+		}
 		t.Run(c.loss+" "+rc.Model.Arch, func(t *testing.T) {
 			r, err := newReplica(rc)
 			if err != nil {

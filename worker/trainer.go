@@ -128,6 +128,10 @@ type replica struct {
 }
 
 func newReplica(rc config.Config) (*replica, error) {
+	// An unresolved auto schedule has no σ levels yet.
+	if err := rc.Validate(); err != nil {
+		return nil, err
+	}
 	train, _, err := data.Open(rc.Data, rc.Run.Seed)
 	if err != nil {
 		return nil, err
