@@ -87,7 +87,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	out := fs.String("out", "", "output: FILE.png (a grid of images), FILE.npy (float32 [N, C, H, W] in [0, 1], or [N, 2] for 2-D points), DIR/ (a folder, one PNG per image: 000000.png, …), FILE.csv for 2-D points (a scatter plot FILE.png is written beside it) (default samples.png / samples.csv, inpaint.png with --inpaint)")
 	sampler := fs.String("sampler", "annealed", "annealed (annealed Langevin over all σ levels) or langevin (plain Langevin at the smallest σ)")
 	initFrom := fs.String("init", samples.InitUniform, "where the chains start: uniform (U[0,1] for images) or data (held-out examples plus σ·z at the sampler's first σ, as NCSNv2)")
-	inpaint := fs.String("inpaint", "", "complete the unknown pixels of images: FILE.npy ([N, C, H, W] in [0, 1]), FILE.png (one image of the dataset's size) or test:I-J (held-out images I to J)")
+	inpaint := fs.String("inpaint", "", "complete the unknown pixels of images: FILE.npy ([N, C, H, W] in [0, 1]), FILE.png (one image of the dataset's size, or a grid as ncsn sample writes), a folder of PNGs, or test:I-J (held-out images I to J)")
 	mask := fs.String("mask", "half", "with --inpaint, the known pixels: half (left half known, right half filled in), quarter (bottom-right quarter filled in), random (each pixel known with probability 1/2, from --seed), or FILE.png|FILE.npy (0 unknown, 1 known; H×W or C×H×W)")
 	dataRoot := fs.String("data-root", "", "folder to resolve a relative data.path against (for --init data and --inpaint test:I-J)")
 	fs.Usage = func() {

@@ -3,9 +3,6 @@ package samples
 import (
 	"context"
 	"fmt"
-	"image"
-	"image/color"
-	_ "image/png" // LoadImages and Mask read PNG files
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +10,7 @@ import (
 
 	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
+	"github.com/ncsn/ncsn/internal/imageset"
 	"github.com/ncsn/ncsn/internal/keyrand"
 	"github.com/ncsn/ncsn/internal/npy"
 	"github.com/ncsn/ncsn/internal/plot"
@@ -33,51 +31,46 @@ func imageShape(rc config.Config) ([]int, error) {
 
 // LoadImages reads n images to inpaint as n×C×H×W values in [0, 1] of the
 // run's image shape, from
-//   - FILE.npy: [N, C, H, W], one image [C, H, W], or [N, H, W] for one
-//     channel (float32, float64, or uint8 which is scaled to [0, 1]);
-//   - FILE.png: one image of the dataset's size (grey or colour, converted
-//     to the dataset's channels);
+//   - FILE.npy or a folder of PNGs, as imageset.Read reads them;
+//   - FILE.png: one image of the dataset's size (or a whole multiple), or a
+//     grid as `ncsn sample` and torch_ref.py write;
 //   - test:I or test:I-J: images I … J (inclusive) of the held-out split.
 func LoadImages(spec string, rc config.Config) ([]float32, int, error) {
 	shape, err := imageShape(rc)
 	if err != nil {
 		return nil, 0, err
 	}
-	c, h, w := shape[0], shape[1], shape[2]
-	d := c * h * w
+	d := shape[0] * shape[1] * shape[2]
 	if r, ok := strings.CutPrefix(spec, "test:"); ok {
 		x, err := heldOut(r, rc)
 		return x, len(x) / d, err
 	}
-	switch strings.ToLower(filepath.Ext(spec)) {
-	case ".npy":
-		s, x, err := npy.ReadFile(spec)
+	var x []float32
+	st, statErr := os.Stat(spec)
+	switch ext := strings.ToLower(filepath.Ext(spec)); {
+	case ext == ".png":
+		b, err := os.ReadFile(spec)
 		if err != nil {
 			return nil, 0, fmt.Errorf("samples: %w", err)
 		}
-		ok := (len(s) == 4 && s[1] == c && s[2] == h && s[3] == w) ||
-			(len(s) == 3 && s[0] == c && s[1] == h && s[2] == w) ||
-			(len(s) == 3 && c == 1 && s[1] == h && s[2] == w)
-		if !ok || len(x) == 0 {
-			return nil, 0, fmt.Errorf("samples: %s holds an array of shape %v; want [N, %d, %d, %d] images of %s", spec, s, c, h, w, rc.Data.Name)
-		}
-		for i, v := range x {
-			if !(v >= 0 && v <= 1) {
-				return nil, 0, fmt.Errorf("samples: %s: value %v at index %d is outside [0, 1]; scale the images to [0, 1]", spec, v, i)
+		if x, err = imageset.DecodeImage(b, shape); err != nil {
+			if x, err = imageset.DecodeGrid(b, shape); err != nil {
+				return nil, 0, fmt.Errorf("samples: %s is neither one %d×%d image of %s nor a grid of them", spec, shape[2], shape[1], rc.Data.Name)
 			}
 		}
-		return x, len(x) / d, nil
-	case ".png":
-		img, err := readPNG(spec)
-		if err != nil {
-			return nil, 0, err
+	case ext == ".npy" || (statErr == nil && st.IsDir()):
+		if x, err = imageset.Read(spec, shape); err != nil {
+			return nil, 0, fmt.Errorf("samples: %w", err)
 		}
-		if b := img.Bounds(); b.Dx() != w || b.Dy() != h {
-			return nil, 0, fmt.Errorf("samples: %s is %d×%d pixels; want one %d×%d image of %s (many images go in a .npy [N, %d, %d, %d])", spec, b.Dx(), b.Dy(), w, h, rc.Data.Name, c, h, w)
-		}
-		return fromImage(img, c), 1, nil
+	default:
+		return nil, 0, fmt.Errorf("samples: inpaint %q: want FILE.npy, FILE.png, a folder of PNGs or test:I-J (held-out images I to J)", spec)
 	}
-	return nil, 0, fmt.Errorf("samples: inpaint %q: want FILE.npy, FILE.png or test:I-J (held-out images I to J)", spec)
+	for i, v := range x {
+		if !(v >= 0 && v <= 1) {
+			return nil, 0, fmt.Errorf("samples: %s: value %v at index %d is outside [0, 1]; scale the images to [0, 1]", spec, v, i)
+		}
+	}
+	return x, len(x) / d, nil
 }
 
 // heldOut reads images I … J of the held-out split, r being "I" or "I-J".
@@ -107,41 +100,6 @@ func heldOut(r string, rc config.Config) ([]float32, error) {
 		test.Example(k, x[(k-i)*d:(k-i+1)*d])
 	}
 	return x, nil
-}
-
-func readPNG(path string) (image.Image, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("samples: %w", err)
-	}
-	defer f.Close()
-	img, _, err := image.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("samples: %s: %w", path, err)
-	}
-	return img, nil
-}
-
-// fromImage converts img to [c, H, W] values in [0, 1]: grey (luminance) for
-// one channel, RGB for three.
-func fromImage(img image.Image, c int) []float32 {
-	b := img.Bounds()
-	w, h := b.Dx(), b.Dy()
-	x := make([]float32, c*h*w)
-	for y := 0; y < h; y++ {
-		for xx := 0; xx < w; xx++ {
-			p := img.At(b.Min.X+xx, b.Min.Y+y)
-			if c == 1 {
-				x[y*w+xx] = float32(color.GrayModel.Convert(p).(color.Gray).Y) / 255
-				continue
-			}
-			n := color.NRGBAModel.Convert(p).(color.NRGBA)
-			x[y*w+xx] = float32(n.R) / 255
-			x[h*w+y*w+xx] = float32(n.G) / 255
-			x[2*h*w+y*w+xx] = float32(n.B) / 255
-		}
-	}
-	return x
 }
 
 // Mask returns which values of n images of the run's shape are known, from
@@ -203,12 +161,14 @@ func maskFile(path string, c, h, w int) ([]bool, error) {
 	)
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".png":
-		img, err := readPNG(path)
+		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("samples: mask: %w", err)
 		}
-		shape = []int{img.Bounds().Dy(), img.Bounds().Dx()}
-		vals = fromImage(img, 1)
+		if vals, err = imageset.DecodeImage(b, []int{1, h, w}); err != nil {
+			return nil, fmt.Errorf("samples: mask %s: %w", path, err)
+		}
+		shape = []int{h, w}
 		for i, v := range vals {
 			vals[i] = 0
 			if v >= 0.5 {

@@ -169,6 +169,20 @@ func TestLoadImages(t *testing.T) {
 			t.Fatalf("%s: %d images %v, want %v", tc.spec, n, x, tc.want)
 		}
 	}
+	// A grid as `ncsn sample` writes it reads back as its images.
+	grid := filepath.Join(dir, "grid.png")
+	if err := Write(grid, rc, held); err != nil {
+		t.Fatal(err)
+	}
+	x, n, err := LoadImages(grid, rc)
+	if err != nil || n != 3 {
+		t.Fatalf("grid: %d images, %v", n, err)
+	}
+	for i := range x {
+		if d := x[i] - held[i]; d > 0.5/255 || d < -0.5/255 {
+			t.Fatalf("grid: value %d is %v, want %v to 8 bits", i, x[i], held[i])
+		}
+	}
 	big := image.NewRGBA(image.Rect(0, 0, 16, 8))
 	bigPNG := filepath.Join(dir, "big.png")
 	if err := plot.WritePNG(bigPNG, big); err != nil {
@@ -178,10 +192,10 @@ func TestLoadImages(t *testing.T) {
 		{"test:39-40", "has 40 images"},
 		{"test:4-2", "0 <= I <= J"},
 		{"test:x", "test:I-J"},
-		{bigPNG, "is 16×8 pixels; want one 8×8 image"},
-		{write("rgb.npy", []int{2, 3, 8, 8}, make([]float32, 384)), "want [N, 1, 8, 8]"},
+		{bigPNG, "neither one 8×8 image"},
+		{write("rgb.npy", []int{2, 3, 8, 8}, make([]float32, 384)), "want [N 1 8 8]"},
 		{write("range.npy", []int{1, 8, 8}, append([]float32{1.5}, make([]float32, 63)...)), "outside [0, 1]"},
-		{"x.jpg", "want FILE.npy, FILE.png or test:I-J"},
+		{"x.jpg", "want FILE.npy, FILE.png, a folder of PNGs or test:I-J"},
 	} {
 		if _, _, err := LoadImages(tc.spec, rc); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error saying %q", filepath.Base(tc.spec), err, tc.want)
