@@ -19,6 +19,12 @@ func (c Config) Prepare(x []float32, r *keyrand.Stream) {
 	if c.Dequantize {
 		Dequantize(x, r)
 	}
+	c.Centre(x)
+}
+
+// Centre maps values in [0, 1] to the model's space in place: 2x − 1 when
+// data.centered, unchanged otherwise. Restore undoes it.
+func (c Config) Centre(x []float32) {
 	if c.Centered {
 		for i, v := range x {
 			x[i] = 2*v - 1

@@ -238,8 +238,26 @@ func Inpaint(ctx context.Context, rc config.Config, params []float32, images []f
 			copy(in.Observed[(i*k+j)*d:], images[i*d:(i+1)*d])
 		}
 	}
+	// The sampler runs in the model's space (centred data: [−1, 1]).
+	rc.Data.Centre(in.Observed)
 	o.N, o.Inpaint = n*k, &in
-	return Draw(ctx, rc, params, o)
+	out, err := Draw(ctx, rc, params, o)
+	if err != nil {
+		return nil, err
+	}
+	// Draw maps back to [0, 1]; the known values are the inputs themselves,
+	// bit for bit, whatever rounding the mapping does.
+	for i := 0; i < n; i++ {
+		for j := 0; j < k; j++ {
+			c := out[(i*k+j)*d : (i*k+j+1)*d]
+			for p, kn := range known[i*d : (i+1)*d] {
+				if kn {
+					c[p] = images[i*d+p]
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // WriteInpainting writes Inpaint's completions of images: FILE.npy and

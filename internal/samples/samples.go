@@ -159,6 +159,7 @@ func startFromData(x []float32, rc config.Config, sigma float64, seed uint64) er
 	for i := 0; i < len(x)/dim; i++ {
 		xi := x[i*dim : (i+1)*dim]
 		test.Example(perm[i%len(perm)], xi)
+		rc.Data.Centre(xi) // the chains run in the model's space
 		r.Reset(seed, startTag, uint64(i))
 		for j := range xi {
 			xi[j] += float32(sigma * r.Norm())

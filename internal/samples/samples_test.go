@@ -185,12 +185,17 @@ func TestInitDataStartsAtNoisedData(t *testing.T) {
 	}
 	sigmas := rc.Noise.Sigmas()
 	for _, tc := range []struct {
-		sampler string
-		sigma   float64
+		sampler  string
+		sigma    float64
+		centered bool
 	}{
-		{"annealed", sigmas[0]},
-		{"langevin", sigmas[len(sigmas)-1]},
+		{"annealed", sigmas[0], false},
+		{"langevin", sigmas[len(sigmas)-1], false},
+		// Centred data: the chain starts at 2x−1 + σz, returned as (that + 1)/2.
+		{"annealed", sigmas[0], true},
 	} {
+		rc := rc
+		rc.Data.Centered = tc.centered
 		const n, d = 50, 64 // more samples than the 40 held-out images: they cycle
 		o := Options{N: n, Seed: 7, Sampler: tc.sampler, Init: InitData, Batch: 16,
 			Sample: model.SampleConfig{StepsPerLevel: 1, Eps: 1e-30}}
@@ -206,9 +211,13 @@ func TestInitDataStartsAtNoisedData(t *testing.T) {
 			test.Example(perm[i%len(perm)], ex)
 			r.Reset(7, startTag, uint64(i))
 			for j := 0; j < d; j++ {
-				want := ex[j] + float32(tc.sigma*r.Norm())
-				if math.Abs(float64(x[i*d+j]-want)) > 1e-6 {
-					t.Fatalf("%s: sample %d value %d starts at %v, want held-out image %d + σ z = %v", tc.sampler, i, j, x[i*d+j], perm[i%len(perm)], want)
+				noise := tc.sigma * r.Norm()
+				want := float64(ex[j]) + noise
+				if tc.centered {
+					want = float64(ex[j]) + noise/2
+				}
+				if math.Abs(float64(x[i*d+j])-want) > 1e-5 {
+					t.Fatalf("%s (centred %v): sample %d value %d starts at %v, want held-out image %d + σ z = %v", tc.sampler, tc.centered, i, j, x[i*d+j], perm[i%len(perm)], want)
 				}
 			}
 		}
