@@ -347,11 +347,7 @@ func (s *Server) commitLocked(req *coordpb.CommitRequest) (*coordpb.CommitRespon
 		}
 	}
 	if s.cfg.Snapshots != nil {
-		w := s.state.EMA
-		if w == nil {
-			w = s.state.Params
-		}
-		s.cfg.Snapshots.Offer(now, w)
+		s.cfg.Snapshots.Offer(now, s.state.SampleWeights())
 	}
 	p := &Progress{Step: now, Total: s.total, Loss: s.loss, PerLevel: per, Workers: len(s.members), Epoch: s.epoch, SamplesPerSec: rate}
 	if now == s.total {

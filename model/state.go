@@ -18,6 +18,15 @@ type State struct {
 	decay  float64
 }
 
+// SampleWeights are the weights samples are drawn with: the EMA, or the
+// parameters when the EMA is disabled.
+func (s *State) SampleWeights() []float32 {
+	if s.EMA != nil {
+		return s.EMA
+	}
+	return s.Params
+}
+
 // NewState wraps params (not copied) with fresh optimizer state; the EMA
 // starts at params.
 func NewState(params []float32, opt AdamConfig, emaDecay float64) (*State, error) {

@@ -138,11 +138,7 @@ func (l *Local) Run(ctx context.Context) error {
 			l.cfg.OnStep(info)
 		}
 		if l.cfg.Snapshots != nil {
-			w := l.state.EMA
-			if w == nil {
-				w = l.state.Params
-			}
-			l.cfg.Snapshots.Offer(done, w)
+			l.cfg.Snapshots.Offer(done, l.state.SampleWeights())
 		}
 		if done%rc.Run.LogEvery == 0 || done == rc.Run.Steps {
 			l.log.Info("step", "step", done, "of", rc.Run.Steps, "loss", info.Loss, "grad_norm", norm, "samples_per_sec", info.SamplesPerSec)

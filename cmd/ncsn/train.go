@@ -89,10 +89,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if rc.Run.Samples == 0 {
 		return nil
 	}
-	params := l.State().EMA
-	if params == nil {
-		params = l.State().Params
-	}
+	params := l.State().SampleWeights()
 	log.Info("sampling", "n", rc.Run.Samples, "sampler", "annealed", "steps_per_level", rc.Sample.StepsPerLevel)
 	next := 0
 	progress := func(done, total int) {
