@@ -167,18 +167,29 @@ func Evaluate(ctx context.Context, rc config.Config, params []float32, o EvalOpt
 	if !gmm {
 		return r, nil
 	}
-	counts := make([]int, g.Components())
-	p := make([]float64, g.Dim())
-	for i := 0; i < o.Samples; i++ {
-		for j := range p {
-			p[j] = float64(xs[i*g.Dim()+j])
-		}
-		counts[g.Nearest(p)]++
-	}
-	for k := range counts {
-		r.Modes = append(r.Modes, ModeReport{Mean: g.Mean(k), Truth: g.Weight(k), Sampled: float64(counts[k]) / float64(o.Samples)})
+	for k, w := range ModeWeights(g, xs[:o.Samples*g.Dim()]) {
+		r.Modes = append(r.Modes, ModeReport{Mean: g.Mean(k), Truth: g.Weight(k), Sampled: w})
 	}
 	return r, nil
+}
+
+// ModeWeights is the fraction of the points x (n×g.Dim() values) nearest to
+// each of the mixture's components.
+func ModeWeights(g *data.GMM, x []float32) []float64 {
+	d := g.Dim()
+	w := make([]float64, g.Components())
+	p := make([]float64, d)
+	n := len(x) / d
+	for i := 0; i < n; i++ {
+		for j := range p {
+			p[j] = float64(x[i*d+j])
+		}
+		w[g.Nearest(p)]++
+	}
+	for k := range w {
+		w[k] /= float64(n)
+	}
+	return w
 }
 
 // heldOutPrepared is the first n examples of test as the network saw its

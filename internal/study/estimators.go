@@ -216,7 +216,7 @@ func (r *EstimatorsReport) compareSamplers(ctx context.Context, dsm []float32, a
 	}
 	r.Samplers = append(r.Samplers,
 		SamplerResult{Sampler: r.annealedName(), Score: "dsm model", Modes: annealed},
-		SamplerResult{Sampler: r.plainName(), Score: "dsm model", Modes: modeWeights(g, x)})
+		SamplerResult{Sampler: r.plainName(), Score: "dsm model", Modes: samples.ModeWeights(g, x)})
 	// The exact score from the same start (samples.Draw's for 2-D data): what
 	// plain Langevin keeps is the sampler's doing, not the model's.
 	batch := min(r.Samples, 1000)
@@ -226,12 +226,12 @@ func (r *EstimatorsReport) compareSamplers(ctx context.Context, dsm []float32, a
 	if err := smp.Annealed(ctx, x, sigmas, rc.Sample); err != nil {
 		return fmt.Errorf("study: %w", err)
 	}
-	r.Samplers = append(r.Samplers, SamplerResult{Sampler: r.annealedName(), Score: "exact score", Modes: modeWeights(g, x)})
+	r.Samplers = append(r.Samplers, SamplerResult{Sampler: r.annealedName(), Score: "exact score", Modes: samples.ModeWeights(g, x)})
 	model.InitUniform(x, -8, 8, rc.Run.Seed)
 	if err := smp.Langevin(ctx, x, sigmas[len(sigmas)-1], plain.StepsPerLevel*len(sigmas), plainAlpha); err != nil {
 		return fmt.Errorf("study: %w", err)
 	}
-	r.Samplers = append(r.Samplers, SamplerResult{Sampler: r.plainName(), Score: "exact score", Modes: modeWeights(g, x)})
+	r.Samplers = append(r.Samplers, SamplerResult{Sampler: r.plainName(), Score: "exact score", Modes: samples.ModeWeights(g, x)})
 	return nil
 }
 
@@ -242,24 +242,6 @@ func (r *EstimatorsReport) annealedName() string {
 
 func (r *EstimatorsReport) plainName() string {
 	return fmt.Sprintf("plain Langevin at σ = %g (%d steps, α = %g)", r.Sigmas[len(r.Sigmas)-1], r.Config.Sample.StepsPerLevel*len(r.Sigmas), plainAlpha)
-}
-
-// modeWeights is the share of points nearest each component's mean.
-func modeWeights(g *data.GMM, x []float32) []float64 {
-	d := g.Dim()
-	counts := make([]float64, g.Components())
-	p := make([]float64, d)
-	n := len(x) / d
-	for i := 0; i < n; i++ {
-		for j := range p {
-			p[j] = float64(x[i*d+j])
-		}
-		counts[g.Nearest(p)]++
-	}
-	for k := range counts {
-		counts[k] /= float64(n)
-	}
-	return counts
 }
 
 // exactScore is the mixture's analytic noised score as a sampler's model.

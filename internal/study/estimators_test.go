@@ -108,7 +108,4 @@ func TestExactScore(t *testing.T) {
 	if err := e.Score(x, sigma[:1], out); err == nil {
 		t.Error("mismatched sizes accepted")
 	}
-	if w := modeWeights(g, []float32{5, 5, 4, 6, -5, -4, 0.1, 0}); w[0] != 0.25 || w[1] != 0.75 {
-		t.Errorf("mode weights %v", w)
-	}
 }
