@@ -45,7 +45,8 @@ const projTag = 0x70726f6a // "proj"
 // (n_particles·D), from a stream keyed like Draw's: Rademacher ±1, or
 // standard normal when gaussian is set.
 func (d *Noise) Project(step uint64, lo, n int, gaussian bool, v []float32) {
-	if n <= 0 {
+	// dsm and esm take no directions: nothing to draw on their steps.
+	if n <= 0 || len(v) == 0 {
 		return
 	}
 	per := len(v) / n

@@ -141,9 +141,6 @@ func (n *NetOf[T]) newGrad(batch int, power float64) (*GradOf[T], error) {
 	b := newBuilder(n, batch, true)
 	g := &GradOf[T]{feed: feed[T]{net: n, batch: batch}, grad: b.grad, losses: make([]T, batch), xt: make([]T, batch*n.dim),
 		power: power, weights: make([]T, batch)}
-	for i := range g.weights {
-		g.weights[i] = 1
-	}
 	o, err := b.forward(&g.feed)
 	if err != nil {
 		return nil, err
@@ -185,9 +182,7 @@ func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
 		for i := s * dim; i < (s+1)*dim; i++ {
 			g.xt[i] = x[i] + sg*z[i]
 		}
-		if g.power != 2 {
-			g.weights[s] = T(lossWeight(float64(sg), g.power, 2))
-		}
+		g.weights[s] = T(lossWeight(float64(sg), g.power, 2))
 	}
 	g.fill(g.xt, sigma)
 	g.toGraph(g.zin, z)

@@ -130,7 +130,9 @@ func (s *Sampler) Fill(step uint64, lo, hi int, dst []float32) error {
 		if s.prep.Flip && flipped(&s.rng, s.seed, step, pos) {
 			Flip(x, s.shape[0], s.shape[1], s.shape[2])
 		}
-		s.rng.Reset(s.seed, tagDequantize, step, pos)
+		if s.prep.Dequantize { // the only transform that draws
+			s.rng.Reset(s.seed, tagDequantize, step, pos)
+		}
 		s.prep.Prepare(x, &s.rng)
 	}
 	return nil
