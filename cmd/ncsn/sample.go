@@ -122,10 +122,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	rc := l.Config
-	if *dataRoot != "" && rc.Data.Path != "" && !filepath.IsAbs(rc.Data.Path) {
-		rc.Data.Path = filepath.Join(*dataRoot, rc.Data.Path)
-	}
+	rc := withDataRoot(l.Config, *dataRoot)
 	if *out == "" {
 		*out = samples.DefaultName(rc)
 		if *inpaint != "" {

@@ -82,8 +82,15 @@ func TestDecodeDtypes(t *testing.T) {
 
 // TestNumpyReads checks the files against numpy itself where it is installed.
 func TestNumpyReads(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil || exec.Command(py, "-c", "import numpy").Run() != nil {
+	// Debian's python3 (with python3-numpy, which .ci/run installs) before any other on PATH.
+	py := ""
+	for _, c := range []string{"/usr/bin/python3", "python3"} {
+		if p, err := exec.LookPath(c); err == nil && exec.Command(p, "-c", "import numpy").Run() == nil {
+			py = p
+			break
+		}
+	}
+	if py == "" {
 		t.Skip("python3 with numpy is not installed")
 	}
 	path := filepath.Join(t.TempDir(), "x.npy")

@@ -54,8 +54,9 @@ func LoadImages(spec string, rc config.Config) ([]float32, int, error) {
 			return nil, 0, fmt.Errorf("samples: %w", err)
 		}
 		if x, err = imageset.DecodeImage(b, shape); err != nil {
-			if x, err = imageset.DecodeGrid(b, shape); err != nil {
-				return nil, 0, fmt.Errorf("samples: %s is neither one %d×%d image of %s nor a grid of them", spec, shape[2], shape[1], rc.Data.Name)
+			var gerr error
+			if x, gerr = imageset.DecodeGrid(b, shape); gerr != nil {
+				return nil, 0, fmt.Errorf("samples: %s is neither one %d×%d image of %s nor a grid of them: %v; %w", spec, shape[2], shape[1], rc.Data.Name, err, gerr)
 			}
 		}
 	case ext == ".npy" || (statErr == nil && st.IsDir()):
