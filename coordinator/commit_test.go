@@ -6,7 +6,7 @@ import (
 
 	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/internal/cluster"
-	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/proto/coordpb"
 )
 

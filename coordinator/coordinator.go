@@ -21,9 +21,9 @@ import (
 
 	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/internal/cluster"
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/safetensors"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/proto/coordpb"
 )
 
@@ -234,14 +234,14 @@ func New(cfg Config) (*Server, error) {
 	s.srv = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	coordpb.RegisterCoordinatorServer(s.srv, s)
 	s.ml, err = cluster.NewGossip(cluster.GossipConfig{
-		Name:      cluster.NodeName(cluster.RoleCoordinator, s.lis.Addr().String()),
-		Bind:      cfg.Gossip,
-		Advertise: cfg.GossipAdvertise,
-		Secret:    cfg.Secret,
-		Cluster:   rc.Cluster,
-		Meta:      cluster.Meta{Role: cluster.RoleCoordinator, Addr: s.lis.Addr().String(), Run: rc.Run.ID},
-		Events:    events{s},
-		Logger:    log,
+		Name:          cluster.NodeName(cluster.RoleCoordinator, s.lis.Addr().String()),
+		Bind:          cfg.Gossip,
+		Advertise:     cfg.GossipAdvertise,
+		Secret:        cfg.Secret,
+		ProbeInterval: time.Duration(rc.Cluster.ProbeInterval), ProbeTimeout: time.Duration(rc.Cluster.ProbeTimeout), SuspicionMult: rc.Cluster.SuspicionMult,
+		Meta:   cluster.Meta{Role: cluster.RoleCoordinator, Addr: s.lis.Addr().String(), Run: rc.Run.ID},
+		Events: events{s},
+		Logger: log,
 	})
 	if err != nil {
 		s.lis.Close()

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 func TestRunConfigsLoad(t *testing.T) {

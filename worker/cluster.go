@@ -19,9 +19,9 @@ import (
 
 	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/internal/cluster"
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/proto/coordpb"
 )
 
@@ -354,7 +354,8 @@ func (c *Cluster) setup(resp *coordpb.JoinResponse) error {
 	c.srv = grpc.NewServer(append(opts, c.cfg.ServerOptions...)...)
 	c.ring.Register(c.srv)
 	if c.ml, err = cluster.NewGossip(cluster.GossipConfig{
-		Name: c.name, Bind: c.cfg.Gossip, Advertise: c.cfg.GossipAdvertise, Secret: c.cfg.Secret, Cluster: rc.Cluster,
+		Name: c.name, Bind: c.cfg.Gossip, Advertise: c.cfg.GossipAdvertise, Secret: c.cfg.Secret,
+		ProbeInterval: time.Duration(rc.Cluster.ProbeInterval), ProbeTimeout: time.Duration(rc.Cluster.ProbeTimeout), SuspicionMult: rc.Cluster.SuspicionMult,
 		Meta:   cluster.Meta{Role: cluster.RoleWorker, Addr: c.self, Run: rc.Run.ID},
 		Logger: c.log,
 	}); err != nil {

@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	"github.com/ncsn/ncsn/allreduce"
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // realGradient is the summed DSM gradient of the reference U-Net on a batch

@@ -5,8 +5,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // TestEstimatorStepSplits: with every train.loss, a step's gradient and loss

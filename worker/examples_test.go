@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // writeIDX writes n tiny MNIST-format image and label files (train and t10k).

@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // StepInfo describes one applied step, for progress displays and metrics.

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // trainToy trains the paper's toy mixture 0.2·N((−5,−5), I) + 0.8·N((5,5), I)

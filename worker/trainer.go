@@ -6,9 +6,9 @@ package worker
 import (
 	"fmt"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // Batches gives the examples of a step's global batch by position.

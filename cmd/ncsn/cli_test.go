@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/model/config"
 	"time"
 
 	"bytes"

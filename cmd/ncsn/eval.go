@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/internal/imageset"
-	"github.com/ncsn/ncsn/internal/samples"
+	"github.com/ncsn/ncsn/model/config"
+	"github.com/ncsn/ncsn/model/samples"
 )
 
 const evalHelp = `

@@ -39,7 +39,7 @@ type quality struct {
 func TestEvalImages(t *testing.T) {
 	dir := t.TempDir()
 	// A feature network trained for seconds (near chance on 28×28 shapes): this
-	// tests the command's wiring; internal/samples tests a trained one.
+	// tests the command's wiring; model/samples tests a trained one.
 	cache := []string{"--feature-cache", filepath.Join(dir, "cache"), "--feature-examples", "2000", "--feature-epochs", "2"}
 	eval := func(args ...string) string {
 		t.Helper()

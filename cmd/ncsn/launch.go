@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/samples"
+	"github.com/ncsn/ncsn/model/samples"
 )
 
 func init() {

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ncsn/ncsn/cmd/ncsn/internal/clustertest"
 	"github.com/ncsn/ncsn/coordinator"
-	"github.com/ncsn/ncsn/internal/clustertest"
 	"github.com/ncsn/ncsn/worker"
 )
 

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
-	"github.com/ncsn/ncsn/internal/samples"
+	"github.com/ncsn/ncsn/model/config"
+	"github.com/ncsn/ncsn/model/samples"
 )
 
 // ncsn plan prints what a run would resolve auto to, and the figures behind it.

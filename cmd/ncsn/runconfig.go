@@ -6,7 +6,7 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // setFlags collects repeated --set key=value flags.

@@ -8,9 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/plot"
-	"github.com/ncsn/ncsn/internal/samples"
+	"github.com/ncsn/ncsn/model/config"
+	"github.com/ncsn/ncsn/model/samples"
 )
 
 func init() {

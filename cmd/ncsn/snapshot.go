@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ncsn/ncsn/internal/config"
-	"github.com/ncsn/ncsn/internal/samples"
+	"github.com/ncsn/ncsn/model/config"
+	"github.com/ncsn/ncsn/model/samples"
 )
 
 // snapshots runs a run's snapshotter (run.sample_every) beside training: one

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/clustertest"
+	"github.com/ncsn/ncsn/cmd/ncsn/internal/clustertest"
 )
 
 // ncsn status against a real coordinator over gRPC: waiting for workers,

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ncsn/ncsn/internal/study"
+	"github.com/ncsn/ncsn/cmd/ncsn/internal/study"
 )
 
 func init() {

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/ncsn/ncsn/internal/plot"
-	"github.com/ncsn/ncsn/internal/samples"
+	"github.com/ncsn/ncsn/model/samples"
 	"github.com/ncsn/ncsn/worker"
 )
 

@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-
-	"github.com/ncsn/ncsn/internal/config"
 )
 
 // Roles of nodes in the gossip pool.
@@ -65,8 +63,12 @@ type GossipConfig struct {
 	// Advertise, if set, is the host:port other nodes reach this one at.
 	Advertise string
 	Secret    []byte
-	Cluster   config.Cluster
-	Meta      Meta
+	// ProbeInterval, ProbeTimeout and SuspicionMult tune the failure detector; zero keeps
+	// memberlist's LAN default.
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspicionMult int
+	Meta          Meta
 	// Events receives joins, leaves and deaths; may be nil.
 	Events memberlist.EventDelegate
 	Logger *slog.Logger
@@ -100,7 +102,7 @@ func NewGossip(cfg GossipConfig) (*memberlist.Memberlist, error) {
 	c.SecretKey = GossipKey(cfg.Secret)
 	c.Delegate = metaDelegate(meta)
 	c.Events = cfg.Events
-	pi, pt := time.Duration(cfg.Cluster.ProbeInterval), time.Duration(cfg.Cluster.ProbeTimeout)
+	pi, pt := cfg.ProbeInterval, cfg.ProbeTimeout
 	if pi > 0 {
 		c.ProbeInterval = pi
 		c.GossipInterval = min(c.GossipInterval, pi/2)
@@ -108,8 +110,8 @@ func NewGossip(cfg GossipConfig) (*memberlist.Memberlist, error) {
 	if pt > 0 {
 		c.ProbeTimeout = pt
 	}
-	if cfg.Cluster.SuspicionMult > 0 {
-		c.SuspicionMult = cfg.Cluster.SuspicionMult
+	if cfg.SuspicionMult > 0 {
+		c.SuspicionMult = cfg.SuspicionMult
 		c.SuspicionMaxTimeoutMult = 2
 	}
 	c.TCPTimeout = 2 * time.Second

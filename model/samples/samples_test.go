@@ -10,11 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/internal/keyrand"
 	"github.com/ncsn/ncsn/internal/npy"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // smallRun is a run of 8×8 synthetic images (channels images of 8×8) or of

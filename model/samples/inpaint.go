@@ -8,13 +8,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/internal/imageset"
 	"github.com/ncsn/ncsn/internal/keyrand"
 	"github.com/ncsn/ncsn/internal/npy"
 	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // maskTag keys the random mask apart from the seed's other uses.

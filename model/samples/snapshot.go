@@ -15,7 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // SnapshotScorer scores the samples of a snapshot, e.g. a small-N FID/KID

@@ -14,12 +14,12 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/internal/keyrand"
 	"github.com/ncsn/ncsn/internal/npy"
 	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // Where the chains start (Options.Init).

@@ -15,10 +15,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/data"
-	"github.com/ncsn/ncsn/internal/samples"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
+	"github.com/ncsn/ncsn/model/samples"
 	"github.com/ncsn/ncsn/worker"
 )
 

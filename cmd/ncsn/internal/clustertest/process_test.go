@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // The ncsn binary, built once for the tests that run separate processes.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/ncsn/ncsn/coordinator"
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/worker"
 )
 

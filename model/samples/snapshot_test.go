@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // tinyRun is a resolved config of 8×8 images and a narrow U-Net, quick to sample.
