@@ -34,6 +34,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	out := fs.String("out", "ncsn-out", "run folder: checkpoints in DIR/checkpoints; an existing run there is resumed")
 	secretFile := fs.String("secret-file", "", "file holding the cluster secret (default $"+cluster.SecretEnv+", else a built-in secret fit only for one host)")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address")
+	addrFile := fs.String("addr-file", "", "once listening, write the gRPC and gossip addresses to this file as JSON (for scripts and launchers)")
 	doneGrace := fs.Duration("done-grace", 10*time.Second, "after the run, how long to wait for workers to hang up")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
@@ -103,8 +104,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer c.Close()
 	// One line on stdout with the addresses, for launchers and scripts.
 	fmt.Fprintf(stdout, "coordinator listening on %s gossip %s\n", c.Addr(), c.GossipAddr())
-	if f, ok := stdout.(*os.File); ok {
-		f.Sync()
+	if *addrFile != "" {
+		if err := coordinator.WriteAddrFile(*addrFile, coordinator.Addrs{GRPC: c.Addr(), Gossip: c.GossipAddr(), PID: os.Getpid()}); err != nil {
+			return err
+		}
 	}
 	wait, err := serveMetrics(ctx, *metrics, reg, log)
 	if err != nil {

@@ -206,6 +206,12 @@ func writeConfig(t *testing.T, dir string, sets ...string) (string, config.Confi
 
 func finalCheckpoint(t *testing.T, rc config.Config, out string) int64 {
 	t.Helper()
+	return lastCheckpoint(t, rc, out).Step
+}
+
+// lastCheckpoint is the newest checkpoint in out that verifies.
+func lastCheckpoint(t *testing.T, rc config.Config, out string) *model.Checkpoint {
+	t.Helper()
 	net, err := model.New(rc.Model, rc.Shape())
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +221,7 @@ func finalCheckpoint(t *testing.T, rc config.Config, out string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.Step
+	return c
 }
 
 // TestProcessWorkerKillAndJoin: kill -9 one of 3 worker processes mid-run; the run goes on
