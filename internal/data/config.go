@@ -116,9 +116,17 @@ func isFileSet(name string) bool {
 func (c Config) WithDefaults() Config {
 	switch c.Name {
 	case NameGMM:
-		if len(c.Means) == 0 && len(c.Weights) == 0 {
-			c.Means = [][]float64{{-5, -5}, {5, 5}}
-			c.Weights = []float64{0.2, 0.8}
+		// Each key keeps its default unless set: new weights for the default means, or
+		// new means with equal weights.
+		defMeans := [][]float64{{-5, -5}, {5, 5}}
+		if len(c.Means) == 0 && (len(c.Weights) == 0 || len(c.Weights) == len(defMeans)) {
+			c.Means = defMeans
+			if len(c.Weights) == 0 {
+				c.Weights = []float64{0.2, 0.8}
+			}
+		}
+		if len(c.Weights) == 0 && len(c.Means) > 0 {
+			c.Weights = slices.Repeat([]float64{1 / float64(len(c.Means))}, len(c.Means))
 		}
 		if c.Std == 0 {
 			c.Std = defaultGMMStd
@@ -257,7 +265,7 @@ func validateGMM(means [][]float64, weights []float64) error {
 		}
 	}
 	if len(weights) != len(means) {
-		return fmt.Errorf("data.weights: %d weights for %d means", len(weights), len(means))
+		return fmt.Errorf("data.weights: %d weights for %d means; set data.means and data.weights together", len(weights), len(means))
 	}
 	var sum float64
 	for k, w := range weights {

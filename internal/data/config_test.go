@@ -72,6 +72,11 @@ func TestWithDefaults(t *testing.T) {
 	}{
 		{Config{Name: "gmm"}, Config{Name: "gmm", Means: [][]float64{{-5, -5}, {5, 5}}, Weights: []float64{0.2, 0.8}, Std: 1, TrainSize: 60000, TestSize: 10000}},
 		{Config{Name: "gmm", Std: 2, TrainSize: 5}, Config{Name: "gmm", Means: [][]float64{{-5, -5}, {5, 5}}, Weights: []float64{0.2, 0.8}, Std: 2, TrainSize: 5, TestSize: 10000}},
+		// One key set keeps the other's default.
+		{Config{Name: "gmm", Weights: []float64{0.5, 0.5}}, Config{Name: "gmm", Means: [][]float64{{-5, -5}, {5, 5}}, Weights: []float64{0.5, 0.5}, Std: 1, TrainSize: 60000, TestSize: 10000}},
+		{Config{Name: "gmm", Means: [][]float64{{0, 0}, {1, 1}, {2, 2}, {3, 3}}}, Config{Name: "gmm", Means: [][]float64{{0, 0}, {1, 1}, {2, 2}, {3, 3}}, Weights: []float64{0.25, 0.25, 0.25, 0.25}, Std: 1, TrainSize: 60000, TestSize: 10000}},
+		// Three weights do not fit the two default means: left for validation to refuse.
+		{Config{Name: "gmm", Weights: []float64{1, 1, 1}}, Config{Name: "gmm", Weights: []float64{1, 1, 1}, Std: 1, TrainSize: 60000, TestSize: 10000}},
 		{Config{Name: "rings"}, Config{Name: "rings", Std: 0.1, TrainSize: 60000, TestSize: 10000}},
 		{Config{Name: "checkerboard"}, Config{Name: "checkerboard", TrainSize: 60000, TestSize: 10000}},
 		{Config{Name: "synthetic", Channels: 3}, Config{Name: "synthetic", ImageSize: 28, Channels: 3, TrainSize: 60000, TestSize: 10000}},

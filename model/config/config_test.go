@@ -64,6 +64,14 @@ func TestSetOverrides(t *testing.T) {
 	if c.Model.Arch != "mlp" || c.Noise.SigmaMax != 20 {
 		t.Fatalf("moons defaults: %+v", c)
 	}
+	// Overriding one key of a dataset keeps its other defaults.
+	c, err = Load("", []string{"data.name=gmm", "data.weights=[0.5,0.5]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Data.Means) != 2 || c.Data.Means[1][0] != 5 || c.Data.Weights[1] != 0.5 {
+		t.Fatalf("gmm with new weights: means %v weights %v", c.Data.Means, c.Data.Weights)
+	}
 }
 
 func TestRejects(t *testing.T) {
