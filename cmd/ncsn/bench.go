@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 )
@@ -15,6 +16,10 @@ func init() {
 		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if len(args) == 0 {
 				return usageError{fmt.Errorf("want a workload: compute or allreduce")}
+			}
+			if args[0] == "-h" || args[0] == "--help" {
+				fmt.Fprintln(stderr, "usage: ncsn bench compute|allreduce [flags]\n\nPrints one JSON line per measurement, with the fields of shared/bench/REFERENCE.md,\nto set beside torch_ref.py's. 'ncsn bench WORKLOAD -h' lists a workload's flags.")
+				return flag.ErrHelp
 			}
 			f, ok := benchCommands[args[0]]
 			if !ok {

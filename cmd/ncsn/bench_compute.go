@@ -24,7 +24,7 @@ func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	threads := fs.Int("threads", 0, "GOMAXPROCS (default: all cores)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn bench compute [--net mlp|unet] [--batch B] [--iters N] [--threads T]\n\nTimes one DSM training step (forward, backward, flat gradient) and prints one JSON line per workload.")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -1,16 +1,16 @@
 package main
 
 import (
-	"github.com/ncsn/ncsn/model/config"
-	"time"
-
 	"bytes"
 	"encoding/json"
-	"github.com/ncsn/ncsn/proto/coordpb"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ncsn/ncsn/model/config"
+	"github.com/ncsn/ncsn/proto/coordpb"
 )
 
 func ncsn(t *testing.T, args ...string) (string, string, int) {
@@ -83,6 +83,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sample", "--checkpoint", "/nonexistent/x"}, 1, "no such file"},
 		{[]string{"bench", "nosuch"}, 2, "unknown workload"},
 		{[]string{"version"}, 0, ""},
+		{[]string{"help", "nosuch"}, 2, "unknown command"},
 	} {
 		_, errs, code := ncsn(t, tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.want) {
@@ -123,5 +124,38 @@ func TestPrintConfig(t *testing.T) {
 		if err != nil || rc.Data.Name != "moons" || rc.Train.LR != 3e-4 || rc.Model.Arch != "mlp" {
 			t.Fatalf("%s: printed config %q loads as %+v, %v", cmd, out, rc, err)
 		}
+	}
+}
+
+// Every command answers -h and `ncsn help CMD` with its usage and exit 0, and its help
+// writes flags as the usage line does (--flag).
+func TestHelp(t *testing.T) {
+	for name := range commands {
+		for _, args := range [][]string{{name, "-h"}, {"help", name}, {name, "--help"}} {
+			out, errs, code := ncsn(t, args...)
+			if code != 0 || !strings.Contains(out+errs, "usage: ncsn "+name) {
+				t.Errorf("ncsn %v: exit %d, output %q", args, code, out+errs)
+			}
+			for _, l := range strings.Split(out+errs, "\n") {
+				if strings.HasPrefix(l, "  -") && !strings.HasPrefix(l, "  --") {
+					t.Errorf("ncsn %v: flag written with one dash: %q", args, l)
+				}
+			}
+		}
+	}
+	out, _, code := ncsn(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "ncsn ") {
+		t.Errorf("ncsn --version: exit %d, %q", code, out)
+	}
+	if out, _, code := ncsn(t, "help"); code != 0 || !strings.Contains(out, "commands:") {
+		t.Errorf("ncsn help: exit %d, %q", code, out)
+	}
+}
+
+// An error is prefixed by its command once: "ncsn worker: ...", not "ncsn worker: worker: ...".
+func TestErrorPrefixOnce(t *testing.T) {
+	_, errs, _ := ncsn(t, "worker", "--join", "127.0.0.1:1", "--join-timeout", "1ms", "--listen", "127.0.0.1:0")
+	if strings.Contains(errs, "worker: worker:") || !strings.Contains(errs, "ncsn worker: ") {
+		t.Errorf("stderr %q", errs)
 	}
 }

@@ -39,7 +39,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples\nfrom the EMA weights into DIR/snapshots; the commits do not wait for it.")
-		fs.PrintDefaults()
+		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
 	if err := fs.Parse(args); err != nil {

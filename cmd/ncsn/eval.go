@@ -59,7 +59,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, `usage: ncsn eval --checkpoint FILE|DIR [--all] [--n N] [--held-out N] [--json] [--out DIR]
        ncsn eval --samples FILE.npy|GRID.png|DIR --data NAME [--data-path DIR] [--json] [--out DIR]
        ncsn eval --train-features --data NAME [--data-path DIR]`)
-		fs.PrintDefaults()
+		printFlags(fs)
 		fmt.Fprint(stderr, evalHelp)
 	}
 	if err := fs.Parse(args); err != nil {

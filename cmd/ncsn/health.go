@@ -38,7 +38,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn health [--url URL] [--timeout D]\n\nExits 0 if URL answers 2xx within the timeout, 1 otherwise.")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -29,7 +29,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn launch --workers N [--config FILE] [--set key=value]... [--out DIR]\n\nStarts a coordinator and N workers on localhost (free ports), trains run.steps steps,\nwrites DIR/checkpoints/*.safetensors, then samples. Each process logs to DIR/logs/.\nThe coordinator process draws the run.sample_every snapshots into DIR/snapshots.")
-		fs.PrintDefaults()
+		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
 	if err := fs.Parse(args); err != nil {

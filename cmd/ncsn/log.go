@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,4 +75,25 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	log.Info("metrics", "addr", "http://"+lis.Addr().String()+"/metrics")
 	return func() { stop(); srv.Close(); <-done }, nil
+}
+
+// printFlags lists fs's flags as the usage lines write them, --name, instead of the
+// flag package's single dash.
+func printFlags(fs *flag.FlagSet) {
+	w := fs.Output()
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		line += "\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t")
+		if d := f.DefValue; d != "" && d != "false" && d != "0" && d != "[]" {
+			if name == "string" {
+				d = strconv.Quote(d)
+			}
+			line += " (default " + d + ")"
+		}
+		fmt.Fprintln(w, line)
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 )
 
@@ -40,12 +41,17 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help" && len(args) == 1:
+		usage(stdout)
 		return 0
+	case args[0] == "help": // ncsn help CMD [SUBCMD] is CMD [SUBCMD] -h
+		args = append(args[1:], "-h")
+	case args[0] == "--version" || args[0] == "-version":
+		args = []string{"version"}
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -59,7 +65,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(stderr, "ncsn %s: %v\n", args[0], err)
+		// Packages name themselves in their errors ("worker: ..."): say it once.
+		msg := strings.TrimPrefix(err.Error(), args[0]+": ")
+		fmt.Fprintf(stderr, "ncsn %s: %s\n", args[0], msg)
 		var ue usageError
 		if errors.As(err, &ue) {
 			return 2

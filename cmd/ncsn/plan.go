@@ -36,7 +36,7 @@ numbers that produced it (NCSNv2, Song & Ermon 2020):
   noise.levels: auto      technique 2: γ with Φ(√(2D)(γ−1)+3γ) − Φ(√(2D)(γ−1)−3γ) = 0.5
   sample.eps: auto        technique 3: ε minimising |s_T²/σ_i² − 1| for T = sample.steps_per_level
 Keys given as numbers are printed with the same figures.`)
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -93,7 +93,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn sample --checkpoint FILE|DIR [--n N] [--out FILE.png|FILE.npy|DIR/|FILE.csv] [--sampler annealed|langevin] [--init uniform|data] [--seed S] [--weights ema|raw]")
 		fmt.Fprintln(stderr, "       ncsn sample --checkpoint FILE|DIR --inpaint FILE.npy|FILE.png|test:I-J [--mask half|quarter|random|FILE] [--n K] [--out FILE.png|FILE.npy|DIR/]")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -30,7 +30,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the coordinator to answer")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn status --coordinator HOST:PORT [--json] [--watch 2s]")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -16,6 +16,10 @@ func init() {
 			if len(args) == 0 {
 				return usageError{fmt.Errorf("want a study: estimators")}
 			}
+			if args[0] == "-h" || args[0] == "--help" {
+				fmt.Fprintln(stderr, "usage: ncsn study estimators [flags]\n\n'ncsn study estimators -h' lists its flags.")
+				return flag.ErrHelp
+			}
 			if args[0] != "estimators" {
 				return usageError{fmt.Errorf("unknown study %q: want estimators", args[0])}
 			}
@@ -39,7 +43,7 @@ func runStudyEstimators(ctx context.Context, args []string, stdout, stderr io.Wr
 			"Trains every train.loss (dsm, ssm, ssm_vr, fd_ssm, esm) on the mixture 0.2·N((−5,−5), I) + 0.8·N((5,5), I)\n"+
 			"for the same steps and prints a markdown table: seconds per step, score error per σ level against the\n"+
 			"analytic score, annealed Langevin mode weights; then plain vs annealed Langevin from a uniform start.")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -28,7 +28,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples into DIR/snapshots.")
-		fs.PrintDefaults()
+		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
 	if err := fs.Parse(args); err != nil {

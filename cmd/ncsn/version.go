@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -15,6 +16,12 @@ func init() {
 	commands["version"] = command{
 		summary: "print the version",
 		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			fs := flag.NewFlagSet("version", flag.ContinueOnError)
+			fs.SetOutput(stderr)
+			fs.Usage = func() { fmt.Fprintln(stderr, "usage: ncsn version (or ncsn --version)\n\nPrints the version, the source revision, the platform and the Go release.") }
+			if err := fs.Parse(args); err != nil {
+				return err
+			}
 			rev := ""
 			if bi, ok := debug.ReadBuildInfo(); ok {
 				for _, s := range bi.Settings {

@@ -37,7 +37,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn worker --join HOST:PORT [--listen ADDR] [--gossip ADDR] [--data-root DIR]\n\nTrains its share of every step until the coordinator reports the run complete.")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
