@@ -18,7 +18,9 @@ func init() {
 		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fs := flag.NewFlagSet("version", flag.ContinueOnError)
 			fs.SetOutput(stderr)
-			fs.Usage = func() { fmt.Fprintln(stderr, "usage: ncsn version (or ncsn --version)\n\nPrints the version, the source revision, the platform and the Go release.") }
+			fs.Usage = func() {
+				fmt.Fprintln(stderr, "usage: ncsn version (or ncsn --version)\n\nPrints the version, the source revision, the platform and the Go release.")
+			}
 			if err := fs.Parse(args); err != nil {
 				return err
 			}
