@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
+
+	"github.com/ncsn/ncsn/internal/atomicfile"
 )
 
 // Addrs is where a coordinator can be reached. A coordinator started with an address
@@ -24,23 +25,8 @@ func WriteAddrFile(path string, a Addrs) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".addr-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o666); err != nil {
 		return fmt.Errorf("coordinator: address file: %w", err)
-	}
-	_, err = tmp.Write(append(b, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("coordinator: address file %s: %w", path, err)
 	}
 	return nil
 }

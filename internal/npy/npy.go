@@ -13,10 +13,11 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/ncsn/ncsn/internal/atomicfile"
 )
 
 var magic = []byte("\x93NUMPY")
@@ -175,24 +176,7 @@ func Decode(r io.Reader) ([]int, []float32, error) {
 
 // WriteFile writes the array to path atomically (temp file, then rename).
 func WriteFile(path string, shape []int, data []float32) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*.npy")
-	if err != nil {
-		return fmt.Errorf("npy: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := Encode(f, shape, data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("npy: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("npy: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, 0o666, func(w io.Writer) error { return Encode(w, shape, data) }); err != nil {
 		return fmt.Errorf("npy: %w", err)
 	}
 	return nil

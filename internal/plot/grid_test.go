@@ -1,10 +1,12 @@
 package plot
 
 import (
+	"image"
 	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -118,5 +120,18 @@ func TestLossLogResume(t *testing.T) {
 	b, _ := os.ReadFile(p)
 	if !strings.HasPrefix(string(b), "step,loss,loss_level_0,loss_level_1\n") || strings.Count(string(b), "step,") != 1 {
 		t.Fatalf("header: %q", b)
+	}
+}
+
+// Plots take the usual mode, 0666 less the umask, like the checkpoints beside them.
+func TestWritePNGMode(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	path := filepath.Join(t.TempDir(), "p.png")
+	if err := WritePNG(path, image.NewGray(image.Rect(0, 0, 2, 2))); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("mode %v, %v; want 0644", st.Mode().Perm(), err)
 	}
 }
