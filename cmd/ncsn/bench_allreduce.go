@@ -34,7 +34,7 @@ func benchAllreduce(ctx context.Context, args []string, stdout, stderr io.Writer
 	timeout := fs.Duration("timeout", time.Minute, "deadline of each operation")
 	rank := fs.Int("member-rank", -1, "internal: run as this member, listener on fd 3")
 	addrs := fs.String("member-addrs", "", "internal: members' addresses, comma-separated")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return usageError{err}
 	}
 	c, err := allreduce.ParseCodec(*codec, *compressor)

@@ -26,7 +26,7 @@ func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "usage: ncsn bench compute [--net mlp|unet] [--batch B] [--iters N] [--threads T]\n\nTimes one DSM training step (forward, backward, flat gradient) and prints one JSON line per workload.")
 		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *threads > 0 {

@@ -159,3 +159,24 @@ func TestErrorPrefixOnce(t *testing.T) {
 		t.Errorf("stderr %q", errs)
 	}
 }
+
+// NCSN_<FLAG> sets a flag the command line leaves unset; the command line wins; a bad
+// value names its variable.
+func TestEnvFlags(t *testing.T) {
+	dir := t.TempDir()
+	gmm := filepath.Join(dir, "gmm.yaml")
+	moons := filepath.Join(dir, "moons.yaml")
+	os.WriteFile(gmm, []byte("data: {name: gmm}\n"), 0o644)
+	os.WriteFile(moons, []byte("data: {name: moons}\n"), 0o644)
+	t.Setenv("NCSN_CONFIG", gmm)
+	if out, errs, code := ncsn(t, "plan"); code != 0 || !strings.Contains(out, "gmm") {
+		t.Errorf("NCSN_CONFIG: exit %d, %s %s", code, out, errs)
+	}
+	if out, errs, code := ncsn(t, "plan", "--config", moons); code != 0 || !strings.Contains(out, "moons") || strings.Contains(out, "gmm") {
+		t.Errorf("--config over NCSN_CONFIG: exit %d, %s %s", code, out, errs)
+	}
+	t.Setenv("NCSN_JOIN_TIMEOUT", "banana")
+	if _, errs, code := ncsn(t, "worker", "--join", "127.0.0.1:1"); code != 2 || !strings.Contains(errs, "$NCSN_JOIN_TIMEOUT") {
+		t.Errorf("bad NCSN_JOIN_TIMEOUT: exit %d, %s", code, errs)
+	}
+}

@@ -42,7 +42,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -62,7 +62,7 @@ func runEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		printFlags(fs)
 		fmt.Fprint(stderr, evalHelp)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}

@@ -40,7 +40,7 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "usage: ncsn health [--url URL] [--timeout D]\n\nExits 0 if URL answers 2xx within the timeout, 1 otherwise.")
 		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

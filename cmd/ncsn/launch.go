@@ -32,7 +32,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -94,6 +94,9 @@ func printFlags(fs *flag.FlagSet) {
 			}
 			line += " (default " + d + ")"
 		}
+		if !noEnv[f.Name] {
+			line += " [$" + envOf(f.Name) + "]"
+		}
 		fmt.Fprintln(w, line)
 	})
 }

@@ -38,7 +38,7 @@ numbers that produced it (NCSNv2, Song & Ermon 2020):
 Keys given as numbers are printed with the same figures.`)
 		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

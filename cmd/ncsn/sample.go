@@ -95,7 +95,7 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "       ncsn sample --checkpoint FILE|DIR --inpaint FILE.npy|FILE.png|test:I-J [--mask half|quarter|random|FILE] [--n K] [--out FILE.png|FILE.npy|DIR/]")
 		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}

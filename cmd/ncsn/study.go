@@ -45,7 +45,7 @@ func runStudyEstimators(ctx context.Context, args []string, stdout, stderr io.Wr
 			"analytic score, annealed Langevin mode weights; then plain vs annealed Langevin from a uniform start.")
 		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	switch {

@@ -31,7 +31,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	log, err := lf.logger(stderr)

@@ -21,7 +21,7 @@ func init() {
 			fs.Usage = func() {
 				fmt.Fprintln(stderr, "usage: ncsn version (or ncsn --version)\n\nPrints the version, the source revision, the platform and the Go release.")
 			}
-			if err := fs.Parse(args); err != nil {
+			if err := parseFlags(fs, args); err != nil {
 				return err
 			}
 			rev := ""

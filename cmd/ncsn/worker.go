@@ -39,7 +39,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "usage: ncsn worker --join HOST:PORT [--listen ADDR] [--gossip ADDR] [--data-root DIR]\n\nTrains its share of every step until the coordinator reports the run complete.")
 		printFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *join == "" || fs.NArg() > 0 {

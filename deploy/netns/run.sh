@@ -131,8 +131,10 @@ cpid=$!
 pids+=("$cpid")
 wpids=()
 for i in $(seq 1 "$workers"); do
-	ip netns exec "ncsn$id-w$i" "$bin" worker --join "$net.10:7070" --listen "$net.$((10 + i)):7071" \
-		--gossip "$net.$((10 + i)):7946" --secret-file "$tmp/secret" --join-timeout 60s >"$tmp/w$i.out" 2>"$tmp/w$i.log" &
+	# Workers take their flags from the environment, as deploy/hosts/worker.env gives them.
+	ip netns exec "ncsn$id-w$i" env NCSN_JOIN="$net.10:7070" NCSN_LISTEN="$net.$((10 + i)):7071" \
+		NCSN_GOSSIP="$net.$((10 + i)):7946" NCSN_SECRET_FILE="$tmp/secret" NCSN_JOIN_TIMEOUT=60s \
+		"$bin" worker >"$tmp/w$i.out" 2>"$tmp/w$i.log" &
 	pids+=($!)
 	wpids+=($!)
 done
