@@ -84,6 +84,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bench", "nosuch"}, 2, "unknown workload"},
 		{[]string{"version"}, 0, ""},
 		{[]string{"help", "nosuch"}, 2, "unknown command"},
+		// Without a secret of the user's, nothing listens beyond loopback.
+		{[]string{"coordinator", "--set", "data.name=gmm", "--out", t.TempDir(), "--listen", ":0", "--gossip", "127.0.0.1:0"}, 2, "head -c 32 /dev/urandom"},
+		{[]string{"worker", "--join", "10.1.2.3:7070"}, 2, "no cluster secret"},
 	} {
 		_, errs, code := ncsn(t, tc.args...)
 		if code != tc.code || !strings.Contains(errs, tc.want) {

@@ -33,6 +33,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	gossipAdv := fs.String("gossip-advertise", "", "gossip address other nodes reach this one at (containers, NAT)")
 	out := fs.String("out", "ncsn-out", "run folder: checkpoints in DIR/checkpoints; an existing run there is resumed")
 	secretFile := fs.String("secret-file", "", "file holding the cluster secret (default $"+cluster.SecretEnv+", else a built-in secret fit only for one host)")
+	insecure := fs.Bool("insecure", false, "listen beyond loopback with the built-in secret, which anyone can read: any host that reaches the port could join and send gradients")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address")
 	addrFile := fs.String("addr-file", "", "once listening, write the gRPC and gossip addresses to this file as JSON (for scripts and launchers)")
 	doneGrace := fs.Duration("done-grace", 10*time.Second, "after the run, how long to wait for workers to hang up")
@@ -59,6 +60,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	secret, def, err := cluster.LoadSecret(*secretFile)
 	if err != nil {
 		return err
+	}
+	if err := cluster.CheckExposure(def, *insecure, *listen, *gossip); err != nil {
+		return usageError{err}
 	}
 	if def {
 		log.Warn("using the built-in cluster secret: fine on one host; set --secret-file or " + cluster.SecretEnv + " on a network")

@@ -67,8 +67,8 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	path := filepath.Join(*out, samples.DefaultName(rc))
 	lc := launch.Config{
 		Exe: exe, Workers: *workers, Out: *out, ConfigFile: cfgFile, ChildArgs: lf.args(), Logger: log,
-		Follow: func(ctx context.Context, addr string) {
-			followProgress(ctx, addr, "", rc.Train.GlobalBatch, stdout, 10*time.Second)
+		Follow: func(ctx context.Context, addr, secretFile string) {
+			followProgress(ctx, addr, secretFile, rc.Train.GlobalBatch, stdout, 10*time.Second)
 		},
 	}
 	if rc.Run.Samples > 0 {

@@ -6,6 +6,8 @@ package launch
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ncsn/ncsn/coordinator"
+	"github.com/ncsn/ncsn/internal/atomicfile"
 )
 
 // Config configures a Launcher.
@@ -36,9 +39,9 @@ type Config struct {
 	ChildArgs []string
 	// SampleArgs, if set, are the flags of the `sample` process run after training.
 	SampleArgs []string
-	// Follow, if set, runs during training with the coordinator's gRPC address and returns
-	// when its context ends (the progress line).
-	Follow func(ctx context.Context, addr string)
+	// Follow, if set, runs during training with the coordinator's gRPC address and the
+	// run's secret file, and returns when its context ends (the progress line).
+	Follow func(ctx context.Context, addr, secretFile string)
 	// StartTimeout bounds the wait for the coordinator's address. Default 2 minutes.
 	StartTimeout time.Duration
 	// Grace is how long a child asked to stop has before it is killed. Default 10 s.
@@ -83,6 +86,10 @@ func New(cfg Config) (*Launcher, error) {
 
 // Logs is the folder of the children's logs.
 func (l *Launcher) Logs() string { return l.logs }
+
+// SecretFile holds the run's cluster secret, made anew by every Run: the built-in
+// secret is public, and another user of this host must not be able to join.
+func (l *Launcher) SecretFile() string { return filepath.Join(l.cfg.Out, "secret") }
 
 // AddrFile is where the coordinator reports its addresses.
 func (l *Launcher) AddrFile() string { return filepath.Join(l.cfg.Out, "coordinator.addr") }
@@ -135,8 +142,13 @@ func (l *Launcher) train(ctx context.Context) error {
 	if err := os.Remove(af); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("launch: stale address file: %w", err)
 	}
+	var key [32]byte
+	rand.Read(key[:])
+	if err := atomicfile.WriteFile(l.SecretFile(), []byte(base64.StdEncoding.EncodeToString(key[:])+"\n"), 0o600); err != nil {
+		return fmt.Errorf("launch: cluster secret: %w", err)
+	}
 	cargs := append([]string{"coordinator", "--config", l.cfg.ConfigFile, "--listen", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
-		"--out", l.cfg.Out, "--addr-file", af}, l.cfg.ChildArgs...)
+		"--out", l.cfg.Out, "--addr-file", af, "--secret-file", l.SecretFile()}, l.cfg.ChildArgs...)
 	coord, err := l.start("coordinator", cargs)
 	if err != nil {
 		return err
@@ -155,7 +167,8 @@ func (l *Launcher) train(ctx context.Context) error {
 		coord.stop(l.cfg.Grace + 5*time.Second)
 	}
 	for i := range l.cfg.Workers {
-		w, err := l.start(fmt.Sprintf("worker-%d", i), append([]string{"worker", "--join", addrs.GRPC, "--listen", "127.0.0.1:0"}, l.cfg.ChildArgs...))
+		w, err := l.start(fmt.Sprintf("worker-%d", i), append([]string{"worker", "--join", addrs.GRPC, "--listen", "127.0.0.1:0",
+			"--secret-file", l.SecretFile()}, l.cfg.ChildArgs...))
 		if err != nil {
 			stopAll()
 			return err
@@ -168,7 +181,7 @@ func (l *Launcher) train(ctx context.Context) error {
 	go func() {
 		defer close(followed)
 		if l.cfg.Follow != nil {
-			l.cfg.Follow(fctx, addrs.GRPC)
+			l.cfg.Follow(fctx, addrs.GRPC, l.SecretFile())
 		}
 	}()
 	defer func() { stopFollow(); <-followed }()

@@ -36,6 +36,13 @@ func flagValue(args []string, name string) string {
 
 func fake(mode, role string, args []string) int {
 	switch role {
+	case "coordinator", "worker":
+		if f := flagValue(args, "--secret-file"); f == "" {
+			fmt.Fprintln(os.Stderr, "no --secret-file")
+			return 1
+		}
+	}
+	switch role {
 	case "coordinator":
 		if mode == "coord-fails" {
 			fmt.Fprintln(os.Stderr, "level=ERROR msg=\"data: open /no/such/file: no such file\"")
@@ -96,7 +103,7 @@ func newLauncher(t *testing.T, mode string) (*Launcher, string) {
 func TestLaunchRuns(t *testing.T) {
 	l, out := newLauncher(t, "ok")
 	followed := make(chan string, 1)
-	l.cfg.Follow = func(ctx context.Context, addr string) { followed <- addr; <-ctx.Done() }
+	l.cfg.Follow = func(ctx context.Context, addr, secretFile string) { followed <- addr; <-ctx.Done() }
 	if err := l.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +112,11 @@ func TestLaunchRuns(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(out, "samples.png")); err != nil || string(b) != "samples" {
 		t.Errorf("sampling did not run: %q, %v", b, err)
+	}
+	// A secret of its own, readable by this user alone, given to the coordinator and workers.
+	st, err := os.Stat(l.SecretFile())
+	if err != nil || st.Mode().Perm() != 0o600 || st.Size() < 40 {
+		t.Errorf("secret file: %v, %v", st, err)
 	}
 	for _, name := range []string{"coordinator", "worker-0", "worker-1", "sample"} {
 		if _, err := os.Stat(filepath.Join(l.Logs(), name+".log")); err != nil {
