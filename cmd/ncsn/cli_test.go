@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ncsn/ncsn/internal/runlock"
 	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/proto/coordpb"
 )
@@ -181,5 +183,27 @@ func TestEnvFlags(t *testing.T) {
 	t.Setenv("NCSN_JOIN_TIMEOUT", "banana")
 	if _, errs, code := ncsn(t, "worker", "--join", "127.0.0.1:1"); code != 2 || !strings.Contains(errs, "$NCSN_JOIN_TIMEOUT") {
 		t.Errorf("bad NCSN_JOIN_TIMEOUT: exit %d, %s", code, errs)
+	}
+}
+
+// A run folder that a live run holds is refused, naming the holder.
+func TestRunFolderLocked(t *testing.T) {
+	dir := t.TempDir()
+	l, err := runlock.Acquire(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	for _, cmd := range []string{"train", "launch", "coordinator"} {
+		_, errs, code := ncsn(t, cmd, "--set", "data.name=gmm", "--out", dir, "--listen", "127.0.0.1:0", "--gossip", "127.0.0.1:0")
+		if cmd != "coordinator" {
+			_, errs, code = ncsn(t, cmd, "--set", "data.name=gmm", "--out", dir)
+		}
+		if code == 0 || !strings.Contains(errs, fmt.Sprintf("in use by process %d", os.Getpid())) {
+			t.Errorf("ncsn %s on a held folder: exit %d, %q", cmd, code, errs)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "config.yaml")); err == nil {
+		t.Error("a refused run wrote config.yaml")
 	}
 }

@@ -68,9 +68,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		log.Warn("using the built-in cluster secret: fine on one host; set --secret-file or " + cluster.SecretEnv + " on a network")
 	}
 	reg := prometheus.NewRegistry()
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	lock, err := lockRun(*out)
+	if err != nil {
 		return err
 	}
+	defer lock.Release()
 	// Every committed step's loss goes to DIR/loss.csv; DIR/loss.png is drawn from it at the end.
 	lossPath := filepath.Join(*out, "loss.csv")
 	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)

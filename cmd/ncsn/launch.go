@@ -56,9 +56,11 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	lock, err := lockRun(*out)
+	if err != nil {
 		return err
 	}
+	defer lock.Release()
 	cfgFile := filepath.Join(*out, "config.yaml")
 	if err := os.WriteFile(cfgFile, rc.YAML(), 0o644); err != nil {
 		return err

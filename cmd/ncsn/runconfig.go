@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
+	"github.com/ncsn/ncsn/internal/runlock"
 	"github.com/ncsn/ncsn/model/config"
 )
 
@@ -75,3 +78,14 @@ Image datasets default to NCSNv2's recipe: noise.sigma_max, noise.levels and
 sample.eps are auto, resolved from the data when the run starts; ncsn plan
 prints what they become.
 `
+
+// lockRun keeps a second run out of the folder out. A coordinator started by `ncsn
+// launch` finds the folder held by its parent, which holds it for the whole run.
+func lockRun(out string) (*runlock.Lock, error) {
+	l, err := runlock.Acquire(out)
+	var busy *runlock.BusyError
+	if errors.As(err, &busy) && busy.PID == os.Getppid() {
+		return nil, nil
+	}
+	return l, err
+}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/ncsn/ncsn/internal/plot"
@@ -42,9 +41,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil || done {
 		return err
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	lock, err := lockRun(*out)
+	if err != nil {
 		return err
 	}
+	defer lock.Release()
 	lossPath := filepath.Join(*out, "loss.csv")
 	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)
 	if err != nil {
