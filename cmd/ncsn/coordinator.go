@@ -81,9 +81,17 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer losses.Close()
 	onCommit := func(p coordinator.Progress) {
-		losses.Add(p.Step, p.Loss, p.PerLevel)
+		if err := losses.Add(p.Step, p.Loss, p.PerLevel); err != nil {
+			log.Warn("loss log", "err", err)
+		}
 		if p.Step%rc.Run.LogEvery == 0 || p.Step == p.Total {
 			losses.Flush()
+		}
+		// The curve is redrawn at every checkpoint, to watch while the run goes on.
+		if p.Step%rc.Run.CheckpointEvery == 0 && p.Step < p.Total {
+			if err := losses.Plot(filepath.Join(*out, "loss.png"), lossTitle(rc)); err != nil {
+				log.Warn("loss curve", "err", err)
+			}
 		}
 	}
 	cc := coordinator.Config{
@@ -131,7 +139,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	curve := filepath.Join(*out, "loss.png")
-	if err := plot.LossCurveFile(lossPath, curve, fmt.Sprintf("DSM loss, %s on %s", rc.Model.Arch, rc.Data.Name)); err != nil {
+	if err := plot.LossCurveFile(lossPath, curve, lossTitle(rc)); err != nil {
 		return err
 	}
 	log.Info("loss curve", "path", curve)

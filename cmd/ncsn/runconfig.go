@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/ncsn/ncsn/internal/runlock"
 	"github.com/ncsn/ncsn/model/config"
@@ -88,4 +89,9 @@ func lockRun(out string) (*runlock.Lock, error) {
 		return nil, nil
 	}
 	return l, err
+}
+
+// lossTitle heads a run's loss curve.
+func lossTitle(rc config.Config) string {
+	return fmt.Sprintf("%s loss, %s on %s", strings.ToUpper(rc.Train.Loss), rc.Model.Arch, rc.Data.Name)
 }

@@ -53,9 +53,17 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer losses.Close()
 	onStep := func(s worker.StepInfo) {
-		losses.Add(s.Step, s.Loss, s.PerLevel)
+		if err := losses.Add(s.Step, s.Loss, s.PerLevel); err != nil {
+			log.Warn("loss log", "err", err)
+		}
 		if s.Step%rc.Run.LogEvery == 0 {
 			losses.Flush()
+		}
+		// The curve is redrawn at every checkpoint, to watch while the run goes on.
+		if s.Step%rc.Run.CheckpointEvery == 0 && s.Step < rc.Run.Steps {
+			if err := losses.Plot(filepath.Join(*out, "loss.png"), lossTitle(rc)); err != nil {
+				log.Warn("loss curve", "err", err)
+			}
 		}
 	}
 	lc := worker.LocalConfig{Run: rc, Out: *out, Logger: log, OnStep: onStep}
@@ -83,7 +91,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	curve := filepath.Join(*out, "loss.png")
-	if err := plot.LossCurveFile(lossPath, curve, fmt.Sprintf("DSM loss, %s on %s", rc.Model.Arch, rc.Data.Name)); err != nil {
+	if err := plot.LossCurveFile(lossPath, curve, lossTitle(rc)); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "loss curve: %s\n", curve)

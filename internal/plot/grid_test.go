@@ -121,6 +121,14 @@ func TestLossLogResume(t *testing.T) {
 	if !strings.HasPrefix(string(b), "step,loss,loss_level_0,loss_level_1\n") || strings.Count(string(b), "step,") != 1 {
 		t.Fatalf("header: %q", b)
 	}
+	// A run resumed from step 1 drops the rows past it: the file's steps only go up.
+	l, _ = OpenLossLog(p, 2)
+	l.Add(2, 22, nil)
+	l.Close()
+	b, _ = os.ReadFile(p)
+	if want := "step,loss,loss_level_0,loss_level_1\n1,10,1,2\n2,22\n"; string(b) != want {
+		t.Fatalf("after a resume at step 2 the log is %q, want %q", b, want)
+	}
 }
 
 // Plots take the usual mode, 0666 less the umask, like the checkpoints beside them.
@@ -133,5 +141,25 @@ func TestWritePNGMode(t *testing.T) {
 	}
 	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o644 {
 		t.Fatalf("mode %v, %v; want 0644", st.Mode().Perm(), err)
+	}
+}
+
+// Plot draws what has been added so far, before the log is closed.
+func TestLossLogPlot(t *testing.T) {
+	dir := t.TempDir()
+	l, err := OpenLossLog(filepath.Join(dir, "loss.csv"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for s := int64(1); s <= 20; s++ {
+		l.Add(s, 1/float64(s), []float64{1})
+	}
+	png := filepath.Join(dir, "loss.png")
+	if err := l.Plot(png, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(png); err != nil || st.Size() < 100 {
+		t.Fatalf("loss.png: %v %v", st, err)
 	}
 }
