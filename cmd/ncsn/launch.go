@@ -61,14 +61,10 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer lock.Release()
-	cfgFile := filepath.Join(*out, "config.yaml")
-	if err := os.WriteFile(cfgFile, rc.YAML(), 0o644); err != nil {
-		return err
-	}
 	ckpts := filepath.Join(*out, "checkpoints")
 	path := filepath.Join(*out, samples.DefaultName(rc))
 	lc := launch.Config{
-		Exe: exe, Workers: *workers, Out: *out, ConfigFile: cfgFile, ChildArgs: lf.args(), Logger: log,
+		Exe: exe, Workers: *workers, Out: *out, RunConfig: rc.YAML(), ChildArgs: lf.args(), Logger: log,
 		Follow: func(ctx context.Context, addr, secretFile string) {
 			followProgress(ctx, addr, secretFile, rc.Train.GlobalBatch, stdout, 10*time.Second)
 		},

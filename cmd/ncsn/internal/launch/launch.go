@@ -33,8 +33,9 @@ type Config struct {
 	Workers int
 	// Out is the run folder; logs go to Out/logs, the address file to Out/coordinator.addr.
 	Out string
-	// ConfigFile is the run config the coordinator loads.
-	ConfigFile string
+	// RunConfig is the run config (YAML) the coordinator loads. It becomes Out/config.yaml
+	// once the coordinator has started, so a refused start leaves the folder's config alone.
+	RunConfig []byte
 	// ChildArgs are added to every child's flags (logging).
 	ChildArgs []string
 	// SampleArgs, if set, are the flags of the `sample` process run after training.
@@ -65,8 +66,8 @@ func New(cfg Config) (*Launcher, error) {
 		return nil, errors.New("launch: no ncsn binary")
 	case cfg.Workers < 1:
 		return nil, fmt.Errorf("launch: %d workers: want >= 1", cfg.Workers)
-	case cfg.Out == "" || cfg.ConfigFile == "":
-		return nil, errors.New("launch: a run folder and a config file are needed")
+	case cfg.Out == "" || len(cfg.RunConfig) == 0:
+		return nil, errors.New("launch: a run folder and a run config are needed")
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 2 * time.Minute
@@ -90,6 +91,9 @@ func (l *Launcher) Logs() string { return l.logs }
 // SecretFile holds the run's cluster secret, made anew by every Run: the built-in
 // secret is public, and another user of this host must not be able to join.
 func (l *Launcher) SecretFile() string { return filepath.Join(l.cfg.Out, "secret") }
+
+// ConfigFile is where the run config is kept once the run has started.
+func (l *Launcher) ConfigFile() string { return filepath.Join(l.cfg.Out, "config.yaml") }
 
 // AddrFile is where the coordinator reports its addresses.
 func (l *Launcher) AddrFile() string { return filepath.Join(l.cfg.Out, "coordinator.addr") }
@@ -147,7 +151,12 @@ func (l *Launcher) train(ctx context.Context) error {
 	if err := atomicfile.WriteFile(l.SecretFile(), []byte(base64.StdEncoding.EncodeToString(key[:])+"\n"), 0o600); err != nil {
 		return fmt.Errorf("launch: cluster secret: %w", err)
 	}
-	cargs := append([]string{"coordinator", "--config", l.cfg.ConfigFile, "--listen", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
+	staged := filepath.Join(l.cfg.Out, ".launch-config.yaml")
+	if err := atomicfile.WriteFile(staged, l.cfg.RunConfig, 0o666); err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
+	defer os.Remove(staged)
+	cargs := append([]string{"coordinator", "--config", staged, "--listen", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
 		"--out", l.cfg.Out, "--addr-file", af, "--secret-file", l.SecretFile()}, l.cfg.ChildArgs...)
 	coord, err := l.start("coordinator", cargs)
 	if err != nil {
@@ -159,6 +168,10 @@ func (l *Launcher) train(ctx context.Context) error {
 		return err
 	}
 	l.log.Info("coordinator started", "addr", addrs.GRPC, "log", coord.logPath)
+	if err := atomicfile.WriteFile(l.ConfigFile(), l.cfg.RunConfig, 0o666); err != nil {
+		coord.stop(l.cfg.Grace)
+		return fmt.Errorf("launch: %w", err)
+	}
 	var workers []*child
 	stopAll := func() {
 		for _, w := range workers {
@@ -273,10 +286,13 @@ type child struct {
 
 func (l *Launcher) start(name string, args []string) (*child, error) {
 	logPath := filepath.Join(l.logs, name+".log")
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// Logs are appended to, never truncated: a resumed run keeps the story of the
+	// runs before it, each start under a header of its own.
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("launch: %s log: %w", name, err)
 	}
+	fmt.Fprintf(f, "==== %s: ncsn %s\n", time.Now().Format(time.RFC3339), strings.Join(args, " "))
 	cmd := exec.Command(l.cfg.Exe, args...)
 	cmd.Env = l.cfg.Env
 	cmd.Stdout, cmd.Stderr = f, f

@@ -91,7 +91,7 @@ func newLauncher(t *testing.T, mode string) (*Launcher, string) {
 	out := t.TempDir()
 	l, err := New(Config{
 		Exe: exe, Env: append(os.Environ(), "LAUNCH_FAKE="+mode, "LAUNCH_OUT="+out), Workers: 2, Out: out,
-		ConfigFile: filepath.Join(out, "config.yaml"), SampleArgs: []string{"--out", filepath.Join(out, "samples.png")},
+		RunConfig: []byte("run: {seed: 1}\n"), SampleArgs: []string{"--out", filepath.Join(out, "samples.png")},
 		Grace: 2 * time.Second,
 	})
 	if err != nil {
@@ -113,6 +113,9 @@ func TestLaunchRuns(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(out, "samples.png")); err != nil || string(b) != "samples" {
 		t.Errorf("sampling did not run: %q, %v", b, err)
 	}
+	if b, err := os.ReadFile(l.ConfigFile()); err != nil || string(b) != "run: {seed: 1}\n" {
+		t.Errorf("config.yaml: %q, %v", b, err)
+	}
 	// A secret of its own, readable by this user alone, given to the coordinator and workers.
 	st, err := os.Stat(l.SecretFile())
 	if err != nil || st.Mode().Perm() != 0o600 || st.Size() < 40 {
@@ -122,6 +125,17 @@ func TestLaunchRuns(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(l.Logs(), name+".log")); err != nil {
 			t.Errorf("no log of %s: %v", name, err)
 		}
+	}
+	// A second run in the folder appends to the logs under a header of its own.
+	for _, j := range must(filepath.Glob(filepath.Join(out, "joined-*"))) {
+		os.Remove(j)
+	}
+	if err := l.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(l.Logs(), "coordinator.log"))
+	if n := strings.Count(string(b), "==== "); n != 2 || !strings.Contains(string(b), "ncsn coordinator --config") {
+		t.Errorf("after two runs the coordinator's log has %d headers:\n%s", n, b)
 	}
 }
 
@@ -145,6 +159,9 @@ func TestLaunchFailures(t *testing.T) {
 			}
 			if tc.mode == "coord-fails" && !strings.Contains(msg, "/no/such/file") {
 				t.Errorf("error %q does not quote the coordinator's last log line", msg)
+			}
+			if _, err := os.Stat(l.ConfigFile()); tc.mode == "coord-fails" && err == nil {
+				t.Error("a run whose coordinator did not start wrote config.yaml")
 			}
 			if tc.mode == "workers-die" && !strings.Contains(msg, "the ring broke") {
 				t.Errorf("error %q does not quote the workers' last log line", msg)
@@ -190,12 +207,20 @@ func TestLaunchClose(t *testing.T) {
 
 func TestNewRejects(t *testing.T) {
 	for _, cfg := range []Config{
-		{Workers: 1, Out: "o", ConfigFile: "c"},
-		{Exe: "x", Workers: 0, Out: "o", ConfigFile: "c"},
-		{Exe: "x", Workers: 1, ConfigFile: "c"},
+		{Workers: 1, Out: "o", RunConfig: []byte("c")},
+		{Exe: "x", Workers: 0, Out: "o", RunConfig: []byte("c")},
+		{Exe: "x", Workers: 1, RunConfig: []byte("c")},
+		{Exe: "x", Workers: 1, Out: "o"},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) accepted", cfg)
 		}
 	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
