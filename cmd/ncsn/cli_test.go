@@ -38,6 +38,13 @@ func TestTrainSampleEval(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(b), "x,y\n") || strings.Count(string(b), "\n") != 51 {
 		t.Fatalf("samples.csv: %v %q", err, b)
 	}
+	// The same 2-D outputs as launch: the CSV and its scatter plot; and a progress line.
+	if _, err := os.Stat(filepath.Join(dir, "samples.png")); err != nil || !strings.Contains(out, "scatter plot: ") {
+		t.Errorf("train wrote no scatter plot: %v\n%s", err, out)
+	}
+	if !strings.Contains(errs, "step 30/30  loss ") || !strings.Contains(errs, "sampling: 100%") {
+		t.Errorf("train showed no progress:\n%s", errs)
+	}
 
 	csv := filepath.Join(dir, "s.csv")
 	if _, errs, code := ncsn(t, "sample", "--checkpoint", dir, "--n", "20", "--out", csv, "--sampler", "langevin", "--steps-per-level", "3", "--weights", "raw"); code != 0 {

@@ -70,6 +70,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		},
 	}
 	if rc.Run.Samples > 0 {
+		lc.SampleOutput = stderr
 		lc.SampleArgs = []string{"--checkpoint", ckpts, "--n", fmt.Sprint(rc.Run.Samples), "--seed", fmt.Sprint(rc.Run.Seed), "--out", path}
 	}
 	l, err := launch.New(lc)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ncsn/ncsn/proto/coordpb"
+	"github.com/ncsn/ncsn/worker"
 	"golang.org/x/term"
 )
 
@@ -45,6 +47,35 @@ func progressBar(w io.Writer, label string) func(done, total int) {
 		fmt.Fprintf(w, "\r%s [%s%s] %3d%% ETA %s ", label, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), pct, eta)
 		if done == total {
 			fmt.Fprintln(w)
+		}
+	}
+}
+
+// stepLine returns the progress line of a single-process run, fed every applied step:
+// redrawn in place every second on a terminal, a plain line every 10 s elsewhere.
+func stepLine(w io.Writer, batch int) func(worker.StepInfo) {
+	tty := isTerminal(w)
+	period := 10 * time.Second
+	if tty {
+		period = time.Second
+	}
+	p := progress{batch: batch}
+	var last time.Time
+	return func(s worker.StepInfo) {
+		now := time.Now()
+		if now.Sub(last) < period && s.Step < s.Total {
+			return
+		}
+		last = now
+		r := &coordpb.StatusResponse{Step: s.Step, TotalSteps: s.Total, Loss: s.Loss, SamplesPerSec: s.SamplesPerSec,
+			Members: make([]*coordpb.Member, max(s.Workers, 1))}
+		if tty {
+			fmt.Fprintf(w, "\r%s\033[K", p.line(r, now))
+			if s.Step == s.Total {
+				fmt.Fprintln(w)
+			}
+		} else {
+			fmt.Fprintln(w, p.line(r, now))
 		}
 	}
 }

@@ -5,10 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 
-	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/model/samples"
 )
@@ -145,21 +142,8 @@ func runSample(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "samples: %s\n", *out)
-	if len(rc.Shape()) == 3 || strings.ToLower(filepath.Ext(*out)) != ".csv" {
-		return nil
-	}
-	var centres [][]float64
-	if g, err := rc.Data.GMM(); err == nil {
-		for k := 0; k < g.Components(); k++ {
-			centres = append(centres, g.Mean(k))
-		}
-	}
-	img, err := plot.Scatter(x, -8, 8, fmt.Sprintf("%d %s samples (%s), step %d", *n, rc.Data.Name, *sampler, l.Checkpoint.Step), centres)
-	if err != nil {
-		return err
-	}
-	png := strings.TrimSuffix(*out, filepath.Ext(*out)) + ".png"
-	if err := plot.WritePNG(png, img); err != nil {
+	png, err := samples.WriteScatter(*out, rc, x, fmt.Sprintf("%d %s samples (%s), step %d", *n, rc.Data.Name, *sampler, l.Checkpoint.Step))
+	if err != nil || png == "" {
 		return err
 	}
 	fmt.Fprintf(stdout, "scatter plot: %s\n", png)

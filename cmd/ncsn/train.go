@@ -52,7 +52,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer losses.Close()
+	line := stepLine(stderr, rc.Train.GlobalBatch)
 	onStep := func(s worker.StepInfo) {
+		line(s)
 		if err := losses.Add(s.Step, s.Loss, s.PerLevel); err != nil {
 			log.Warn("loss log", "err", err)
 		}
@@ -100,14 +102,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	params := l.State().SampleWeights()
 	log.Info("sampling", "n", rc.Run.Samples, "sampler", "annealed", "steps_per_level", rc.Sample.StepsPerLevel)
-	next := 0
-	progress := func(done, total int) {
-		if pct := 100 * done / total; pct >= next {
-			log.Info("sampling", "done_pct", pct)
-			next = pct/10*10 + 10
-		}
-	}
-	x, err := samples.Draw(ctx, rc, params, samples.Options{N: rc.Run.Samples, Seed: rc.Run.Seed, Sample: rc.Sample, Progress: progress})
+	x, err := samples.Draw(ctx, rc, params, samples.Options{N: rc.Run.Samples, Seed: rc.Run.Seed, Sample: rc.Sample, Progress: progressBar(stderr, "sampling")})
 	if err != nil {
 		return err
 	}
@@ -116,5 +111,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "samples: %s\ncheckpoints: %s\n", path, filepath.Join(*out, "checkpoints"))
+	png, err := samples.WriteScatter(path, rc, x, fmt.Sprintf("%d %s samples, step %d", rc.Run.Samples, rc.Data.Name, rc.Run.Steps))
+	if err != nil || png == "" {
+		return err
+	}
+	fmt.Fprintf(stdout, "scatter plot: %s\n", png)
 	return nil
 }

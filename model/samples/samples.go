@@ -202,6 +202,27 @@ func Write(path string, rc config.Config, x []float32) error {
 	return plot.WriteCSV(path, x)
 }
 
+// WriteScatter draws 2-D samples written as CSV at csvPath as a scatter plot beside it
+// (FILE.png, with the mixture's centres marked for gmm) and returns its path; other
+// samples and outputs need none, and get "".
+func WriteScatter(csvPath string, rc config.Config, x []float32, title string) (string, error) {
+	if len(rc.Shape()) == 3 || strings.ToLower(filepath.Ext(csvPath)) != ".csv" {
+		return "", nil
+	}
+	var centres [][]float64
+	if g, err := rc.Data.GMM(); err == nil {
+		for k := 0; k < g.Components(); k++ {
+			centres = append(centres, g.Mean(k))
+		}
+	}
+	img, err := plot.Scatter(x, -8, 8, title, centres)
+	if err != nil {
+		return "", err
+	}
+	png := strings.TrimSuffix(csvPath, filepath.Ext(csvPath)) + ".png"
+	return png, plot.WritePNG(png, img)
+}
+
 // Output forms, chosen by the output path.
 const (
 	outNPY = iota

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -40,6 +41,9 @@ type Config struct {
 	ChildArgs []string
 	// SampleArgs, if set, are the flags of the `sample` process run after training.
 	SampleArgs []string
+	// SampleOutput, if set, also receives what the sample process writes to stderr (its
+	// progress), besides its log.
+	SampleOutput io.Writer
 	// Follow, if set, runs during training with the coordinator's gRPC address and the
 	// run's secret file, and returns when its context ends (the progress line).
 	Follow func(ctx context.Context, addr, secretFile string)
@@ -125,7 +129,7 @@ func (l *Launcher) Run(ctx context.Context) error {
 	if l.cfg.SampleArgs == nil {
 		return nil
 	}
-	s, err := l.start("sample", append([]string{"sample"}, l.cfg.SampleArgs...))
+	s, err := l.start("sample", append([]string{"sample"}, l.cfg.SampleArgs...), l.cfg.SampleOutput)
 	if err != nil {
 		return err
 	}
@@ -284,7 +288,8 @@ type child struct {
 	err     error
 }
 
-func (l *Launcher) start(name string, args []string) (*child, error) {
+// start runs the ncsn binary with args, its output going to its log and to also.
+func (l *Launcher) start(name string, args []string, also ...io.Writer) (*child, error) {
 	logPath := filepath.Join(l.logs, name+".log")
 	// Logs are appended to, never truncated: a resumed run keeps the story of the
 	// runs before it, each start under a header of its own.
@@ -296,6 +301,9 @@ func (l *Launcher) start(name string, args []string) (*child, error) {
 	cmd := exec.Command(l.cfg.Exe, args...)
 	cmd.Env = l.cfg.Env
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(also) > 0 && also[0] != nil {
+		cmd.Stderr = io.MultiWriter(f, also[0])
+	}
 	// Its own process group: a Ctrl-C reaches the launcher, which stops the children in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -77,6 +77,7 @@ func fake(mode, role string, args []string) int {
 		}
 		return 0
 	case "sample":
+		fmt.Fprintln(os.Stderr, "sampling: 100%")
 		return map[bool]int{true: 0, false: 1}[os.WriteFile(flagValue(args, "--out"), []byte("samples"), 0o644) == nil]
 	}
 	return 2
@@ -102,6 +103,8 @@ func newLauncher(t *testing.T, mode string) (*Launcher, string) {
 
 func TestLaunchRuns(t *testing.T) {
 	l, out := newLauncher(t, "ok")
+	var sampleOut strings.Builder
+	l.cfg.SampleOutput = &sampleOut
 	followed := make(chan string, 1)
 	l.cfg.Follow = func(ctx context.Context, addr, secretFile string) { followed <- addr; <-ctx.Done() }
 	if err := l.Run(context.Background()); err != nil {
@@ -112,6 +115,9 @@ func TestLaunchRuns(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(out, "samples.png")); err != nil || string(b) != "samples" {
 		t.Errorf("sampling did not run: %q, %v", b, err)
+	}
+	if !strings.Contains(sampleOut.String(), "sampling: 100%") {
+		t.Errorf("the sampling progress did not reach the launcher's output: %q", sampleOut.String())
 	}
 	if b, err := os.ReadFile(l.ConfigFile()); err != nil || string(b) != "run: {seed: 1}\n" {
 		t.Errorf("config.yaml: %q, %v", b, err)
