@@ -26,6 +26,7 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	workers := fs.Int("workers", 2, "number of worker processes")
 	rcf := addRunConfigFlags(fs)
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, logs/, samples")
+	metrics := fs.String("metrics", "", "serve the run's Prometheus metrics (the coordinator's) on this address")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn launch --workers N [--config FILE] [--set key=value]... [--out DIR]\n\nStarts a coordinator and N workers on localhost (free ports), trains run.steps steps,\nwrites DIR/checkpoints/*.safetensors, then samples. Each process logs to DIR/logs/.\nThe coordinator process draws the run.sample_every snapshots into DIR/snapshots.")
@@ -64,7 +65,8 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ckpts := filepath.Join(*out, "checkpoints")
 	path := filepath.Join(*out, samples.DefaultName(rc))
 	lc := launch.Config{
-		Exe: exe, Workers: *workers, Out: *out, RunConfig: rc.YAML(), ChildArgs: lf.args(), Logger: log,
+		CoordinatorArgs: metricsArgs(*metrics),
+		Exe:             exe, Workers: *workers, Out: *out, RunConfig: rc.YAML(), ChildArgs: lf.args(), Logger: log,
 		Follow: func(ctx context.Context, addr, secretFile string) {
 			followProgress(ctx, addr, secretFile, rc.Train.GlobalBatch, stdout, 10*time.Second)
 		},
@@ -87,4 +89,11 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "samples: %s\n", path)
 	}
 	return nil
+}
+
+func metricsArgs(addr string) []string {
+	if addr == "" {
+		return nil
+	}
+	return []string{"--metrics", addr}
 }

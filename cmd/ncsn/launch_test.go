@@ -1,6 +1,9 @@
 package main
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,11 +24,42 @@ func TestMain(m *testing.M) {
 func TestLaunch(t *testing.T) {
 	t.Setenv("NCSN_TEST_AS_MAIN", "1")
 	dir := t.TempDir()
-	out, errs, code := ncsn(t, "launch", "--workers", "2", "--out", dir, "--set", "data.name=gmm", "--set", "run.steps=300",
+	// --metrics serves the run's metrics while it trains.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := lis.Addr().String()
+	lis.Close()
+	scraped := make(chan bool, 1)
+	stop := make(chan struct{})
+	go func() {
+		defer close(scraped)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if r, err := http.Get("http://" + maddr + "/metrics"); err == nil {
+				b, _ := io.ReadAll(r.Body)
+				r.Body.Close()
+				if strings.Contains(string(b), "ncsn_coordinator_committed_steps_total") {
+					scraped <- true
+					return
+				}
+			}
+		}
+	}()
+	out, errs, code := ncsn(t, "launch", "--workers", "2", "--out", dir, "--metrics", maddr, "--set", "data.name=gmm", "--set", "run.steps=300",
 		"--set", "run.checkpoint_every=100", "--set", "run.samples=100", "--set", "sample.steps_per_level=5",
 		"--set", "run.sample_every=100", "--set", "run.snapshot_samples=50")
 	if code != 0 {
 		t.Fatalf("launch exited %d\nstdout: %s\nstderr: %s", code, out, errs)
+	}
+	close(stop)
+	if !<-scraped {
+		t.Error("launch --metrics: the coordinator's metrics were never served")
 	}
 	for _, want := range []string{"checkpoints: ", "loss curve: ", "samples: "} {
 		if !strings.Contains(out, want) {

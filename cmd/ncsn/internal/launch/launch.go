@@ -37,8 +37,10 @@ type Config struct {
 	// RunConfig is the run config (YAML) the coordinator loads. It becomes Out/config.yaml
 	// once the coordinator has started, so a refused start leaves the folder's config alone.
 	RunConfig []byte
-	// ChildArgs are added to every child's flags (logging).
-	ChildArgs []string
+	// ChildArgs are added to the coordinator's and workers' flags (logging);
+	// CoordinatorArgs to the coordinator's alone (its metrics address).
+	ChildArgs       []string
+	CoordinatorArgs []string
 	// SampleArgs, if set, are the flags of the `sample` process run after training.
 	SampleArgs []string
 	// SampleOutput, if set, also receives what the sample process writes to stderr (its
@@ -162,6 +164,7 @@ func (l *Launcher) train(ctx context.Context) error {
 	defer os.Remove(staged)
 	cargs := append([]string{"coordinator", "--config", staged, "--listen", "127.0.0.1:0", "--gossip", "127.0.0.1:0",
 		"--out", l.cfg.Out, "--addr-file", af, "--secret-file", l.SecretFile()}, l.cfg.ChildArgs...)
+	cargs = append(cargs, l.cfg.CoordinatorArgs...)
 	coord, err := l.start("coordinator", cargs)
 	if err != nil {
 		return err
