@@ -1,6 +1,15 @@
-// Package coordinator owns a distributed run's membership and canonical state: it is the
-// memberlist seed, admits workers, issues ring views, applies rank 0's committed gradients to
-// the canonical state (parameters, Adam, EMA), writes checkpoints and reports status.
+// Package coordinator is the shell around a distributed run's protocol core
+// (package membership): it serves the core's events over gRPC, feeds it
+// memberlist's joins and deaths, writes the checkpoints it asks for on a writer
+// goroutine, publishes its views, and keeps metrics and logs. The core holds
+// the protocol state (members, epochs, commits, the canonical state); the
+// shell holds connections, files and clocks.
+//
+// Locking: mu (the protocol lock) guards the core and what publishes its
+// effects; nothing does I/O under it. memberlist's callbacks only enqueue
+// (gossipQueue), and checkpoints are copied under mu and written by the writer
+// goroutine (checkpointQueue), so neither a slow disk nor a busy lock can stall
+// gossip.
 package coordinator
 
 import (
@@ -11,8 +20,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -20,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/ncsn/ncsn/allreduce"
+	"github.com/ncsn/ncsn/coordinator/membership"
 	"github.com/ncsn/ncsn/internal/cluster"
 	"github.com/ncsn/ncsn/internal/safetensors"
 	"github.com/ncsn/ncsn/model"
@@ -49,12 +59,13 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// ServerOptions are added to the gRPC server's (e.g. TLS credentials).
 	ServerOptions []grpc.ServerOption
-	// CheckpointWriter writes checkpoint files; tests inject faults through it.
+	// CheckpointWriter writes checkpoint files; tests inject faults and stalls through it.
 	CheckpointWriter safetensors.Writer
 	// DoneGrace bounds how long Run waits, once the run is done, for workers to hang up.
 	// Default 10 s.
 	DoneGrace time.Duration
-	// OnCommit, if set, is called (without locks held) after every committed step.
+	// OnCommit, if set, is called (without the protocol lock held, in commit order)
+	// after every committed step.
 	OnCommit func(Progress)
 	// Snapshots, if set, is offered the canonical EMA weights (the parameters
 	// when the EMA is off) after every commit; it copies the ones it takes and
@@ -84,63 +95,53 @@ type Server struct {
 	auth   *cluster.Auth
 	layout *model.Params
 	ckpt   *model.CheckpointDir
+	run    model.RunMeta
 	lis    net.Listener
 	srv    *grpc.Server
 	ml     *memberlist.Memberlist
-	// gossipAddr is read once at start: memberlist calls NotifyLeave holding
-	// its node lock, which then takes s.mu, so nothing may ask memberlist
-	// for its address while holding s.mu.
+	// gossipAddr is read once at start, so that nothing asks memberlist for
+	// it later.
 	gossipAddr string
 	total      int64
 	batch      int
 
-	closeOnce    sync.Once
-	shutdownOnce sync.Once
-	closed       chan struct{}
+	gossip *gossipQueue
+	ckq    *checkpointQueue
 
-	mu      sync.Mutex
-	state   *model.State
-	grad    []float32
-	codec   allreduce.Codec
-	dec     *allreduce.Decoder // of encoded commits
-	stats   model.LossStats
-	epoch   uint64
-	view    *coordpb.View
-	viewCh  chan struct{} // closed when view changes
-	members []*workerInfo
-	workers map[string]*workerInfo // joined and not removed, by id
-	nextID  int
-	admit   bool // joiners wait for the next step boundary
-	done    bool
-	doneCh  chan struct{}
-	streams int // open Views streams
-	// streamsCh is closed when streams changes.
-	streamsCh chan struct{}
-	hashCache struct {
-		step int64
-		hash [32]byte
-		ok   bool
-	}
-	hashes    map[int64][32]byte // canonical hashes at report steps
-	reports   map[int64][]hashReport
-	firstStep int64
-	committed []int64
-	loss      float64
-	lastCkpt  string
+	running  atomic.Bool
+	killed   atomic.Bool
+	stopOnce sync.Once
+	closeOne sync.Once
+	closed   chan struct{} // Close, Kill, a failed run or the end of Run: handlers and Run stop waiting
+	stopped  chan struct{} // gRPC and gossip are down: the writer and the gossip loop finish
+
+	// commitMu serialises commits: decoding into grad (outside mu) and the
+	// OnCommit calls, which therefore come in commit order.
+	commitMu sync.Mutex
+	codec    allreduce.Codec
+	dec      *allreduce.Decoder
+	grad     []float32
+	rate     rateMeter
+
+	// mu is the protocol lock: it guards core and the state that publishes its
+	// effects. Nothing does I/O while holding it.
+	mu        sync.Mutex
+	core      *membership.Core
+	view      *coordpb.View
+	viewCh    chan struct{} // closed when view changes
+	streams   map[string]*viewStream
+	nstreams  int
+	streamsCh chan struct{} // closed when nstreams changes
+	doneCh    chan struct{} // closed once the final checkpoint is written
+	finished  chan struct{} // closed once the final checkpoint is written or lost
 	runErr    error
-	rate      rateMeter
+	lastCkpt  string
 }
 
-type workerInfo struct {
-	id, name, ringAddr string
-	lastEpoch          uint64
-	streaming          bool
-	removed            string // why it was removed, once it was
-}
-
-type hashReport struct {
-	worker string
-	hash   [32]byte
+// viewStream is an open Views stream; gone is closed when its worker is removed.
+type viewStream struct {
+	gone chan struct{}
+	why  string
 }
 
 // New validates cfg, resumes from the newest verified checkpoint in cfg.Out (if any), and
@@ -200,29 +201,35 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: log, m: m, auth: auth, layout: params, codec: codec, dec: dec,
 		ckpt:      &model.CheckpointDir{Dir: filepath.Join(cfg.Out, "checkpoints"), Keep: rc.Run.Keep, Logger: log, Writer: cfg.CheckpointWriter},
+		run:       rc.CheckpointRun(),
 		total:     rc.Run.Steps,
 		batch:     rc.Train.GlobalBatch,
+		gossip:    newGossipQueue(),
+		ckq:       newCheckpointQueue(),
 		closed:    make(chan struct{}),
-		state:     state,
+		stopped:   make(chan struct{}),
 		grad:      make([]float32, len(params.Data)),
-		stats:     model.NewLossStats(rc.Noise.Levels),
 		viewCh:    make(chan struct{}),
-		workers:   map[string]*workerInfo{},
-		doneCh:    make(chan struct{}),
-		hashes:    map[int64][32]byte{},
-		reports:   map[int64][]hashReport{},
+		streams:   map[string]*viewStream{},
 		streamsCh: make(chan struct{}),
+		doneCh:    make(chan struct{}),
+		finished:  make(chan struct{}),
 	}
-	if err := s.resume(); err != nil {
-		return nil, err
+	switch path, err := s.ckpt.Resume(params, state, s.run); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("coordinator: %w", err)
+	default:
+		s.lastCkpt = path
+		log.Info("resumed", "checkpoint", path, "step", state.Step())
 	}
-	s.firstStep = state.Step()
-	s.epoch = 0
-	s.view = &coordpb.View{CommittedStep: state.Step(), Waiting: true}
-	if state.Step() >= s.total {
-		s.done = true
+	if s.core, err = membership.New(membership.Config{Run: rc, Version: cfg.Version, State: state}); err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	s.view = wireView(s.core.View())
+	if s.core.Status().Done {
 		close(s.doneCh)
-		s.view = &coordpb.View{CommittedStep: state.Step(), Done: true}
+		close(s.finished)
 	}
 	s.lis = cfg.Listener
 	if s.lis == nil {
@@ -240,7 +247,7 @@ func New(cfg Config) (*Server, error) {
 		Secret:        cfg.Secret,
 		ProbeInterval: time.Duration(rc.Cluster.ProbeInterval), ProbeTimeout: time.Duration(rc.Cluster.ProbeTimeout), SuspicionMult: rc.Cluster.SuspicionMult,
 		Meta:   cluster.Meta{Role: cluster.RoleCoordinator, Addr: s.lis.Addr().String(), Run: rc.Run.ID},
-		Events: events{s},
+		Events: s.gossip,
 		Logger: log,
 	})
 	if err != nil {
@@ -252,30 +259,6 @@ func New(cfg Config) (*Server, error) {
 	m.step.Set(float64(state.Step()))
 	log.Info("coordinator ready", "addr", s.lis.Addr().String(), "gossip", s.gossipAddr, "step", state.Step(), "of", s.total)
 	return s, nil
-}
-
-// resume restores the newest checkpoint that verifies, if there is one.
-func (s *Server) resume() error {
-	c, path, err := s.ckpt.Latest(s.layout)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("coordinator: %w", err)
-	}
-	stored, err := config.FromJSON([]byte(c.Meta[model.MetaConfig]))
-	if err != nil {
-		return fmt.Errorf("coordinator: resume from %s: %w", path, err)
-	}
-	if string(stored.JSON()) != string(s.cfg.Run.JSON()) {
-		return fmt.Errorf("coordinator: %s was written by a run with another config; use another --out or the same config", path)
-	}
-	if err := c.Restore(s.state); err != nil {
-		return fmt.Errorf("coordinator: resume from %s: %w", path, err)
-	}
-	s.lastCkpt = path
-	s.log.Info("resumed", "checkpoint", path, "step", c.Step)
-	return nil
 }
 
 // Addr is the gRPC address the coordinator listens on.
@@ -292,28 +275,46 @@ func (s *Server) Done() <-chan struct{} { return s.doneCh }
 func (s *Server) Committed() []int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]int64(nil), s.committed...)
+	return s.core.Committed()
 }
 
 // Snapshot copies the canonical state into dst (same layout).
 func (s *Server) Snapshot(dst *model.State) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return dst.CopyFrom(s.state)
+	return dst.CopyFrom(s.core.State())
 }
 
 // Epoch is the current view's epoch.
 func (s *Server) Epoch() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.epoch
+	return s.core.Epoch()
 }
 
 // Run serves until the run is done and the workers have hung up (or DoneGrace passed),
-// or until ctx ends. It returns nil only for a completed run.
+// or until ctx ends, Close or Kill. It returns nil only for a completed run, and only
+// after the goroutines it started have exited: after Close, once the checkpoints asked
+// for are written; after Kill, once the write in progress (if any) ends.
 func (s *Server) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("coordinator: Run called twice")
+	}
+	var wg sync.WaitGroup
+	wg.Add(3)
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.lis) }()
+	go func() {
+		defer wg.Done()
+		errc <- s.srv.Serve(s.lis)
+	}()
+	go func() {
+		defer wg.Done()
+		s.writeCheckpoints()
+	}()
+	go func() {
+		defer wg.Done()
+		s.followGossip()
+	}()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -326,15 +327,16 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-s.doneCh:
 		s.waitHangUp(ctx)
 	}
-	s.shutdown()
+	s.shutdown(false)
+	wg.Wait()
 	if e := <-errc; e != nil && err == nil && !errors.Is(e, grpc.ErrServerStopped) {
 		err = fmt.Errorf("coordinator: serve: %w", e)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.runErr != nil {
-		err = errors.Join(err, s.runErr)
+		return fmt.Errorf("coordinator: %w", s.runErr)
 	}
-	s.mu.Unlock()
 	return err
 }
 
@@ -344,7 +346,7 @@ func (s *Server) waitHangUp(ctx context.Context) {
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		n, ch := s.streams, s.streamsCh
+		n, ch := s.nstreams, s.streamsCh
 		s.mu.Unlock()
 		if n == 0 {
 			return
@@ -360,59 +362,53 @@ func (s *Server) waitHangUp(ctx context.Context) {
 	}
 }
 
-func (s *Server) shutdown() {
-	s.closeOnce.Do(func() { close(s.closed) })
-	s.shutdownOnce.Do(s.stop)
-}
+// close ends every wait on the coordinator: handlers, Run.
+func (s *Server) close() { s.closeOne.Do(func() { close(s.closed) }) }
 
-func (s *Server) stop() {
-	stopped := make(chan struct{})
-	go func() { s.srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(2 * time.Second):
-		s.srv.Stop()
-		<-stopped
-	}
-	if s.ml != nil {
-		s.ml.Leave(500 * time.Millisecond)
+// shutdown stops serving and gossiping, once: politely (in-flight calls end,
+// a Leave tells the pool) or, for Kill, as a crash would.
+func (s *Server) shutdown(kill bool) {
+	s.stopOnce.Do(func() {
+		if kill {
+			s.killed.Store(true)
+			s.ckq.drop()
+		}
+		s.close()
+		if kill {
+			s.srv.Stop()
+		} else {
+			stopped := make(chan struct{})
+			go func() { s.srv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(2 * time.Second):
+				s.srv.Stop()
+				<-stopped
+			}
+		}
+		s.lis.Close() // Serve closes it, if Run ever served
+		if !kill {
+			s.ml.Leave(500 * time.Millisecond)
+		}
 		s.ml.Shutdown()
-	}
+		close(s.stopped)
+	})
 }
 
-// Close stops serving and leaves the gossip pool. It is idempotent; after Run it does nothing more.
+// Close stops serving and leaves the gossip pool; Run then writes the checkpoints
+// already asked for and returns. It is idempotent; after Run it does nothing more.
 func (s *Server) Close() error {
-	s.shutdown()
+	s.shutdown(false)
 	return nil
 }
 
-// checkpointLocked writes the canonical state.
-func (s *Server) checkpointLocked() error {
-	rc := s.cfg.Run
-	meta := map[string]string{
-		model.MetaConfig:       string(rc.JSON()),
-		model.MetaSeed:         strconv.FormatUint(rc.Run.Seed, 10),
-		model.MetaDataPosition: strconv.FormatInt(s.state.Step()*int64(rc.Train.GlobalBatch), 10),
-	}
-	t0 := time.Now()
-	path, err := s.ckpt.Save(model.NewCheckpoint(s.layout, s.state, meta))
-	if err != nil {
-		s.m.ckptFailures.Inc()
-		return err
-	}
-	s.lastCkpt = path
-	s.m.ckptSeconds.Observe(time.Since(t0).Seconds())
-	s.log.Info("checkpoint", "path", path, "step", s.state.Step(), "seconds", time.Since(t0).Seconds())
-	return nil
-}
-
-// hashLocked is the canonical state's hash, cached per step.
-func (s *Server) hashLocked() [32]byte {
-	st := s.state.Step()
-	if !s.hashCache.ok || s.hashCache.step != st {
-		s.hashCache.step, s.hashCache.hash, s.hashCache.ok = st, s.state.Hash(), true
-	}
-	return s.hashCache.hash
+// Kill stops the coordinator as a crash would, for fault-injection tests: it sends
+// no Leave (the gossip pool must find it dead), drops the checkpoints not yet
+// written, and cuts the listener and every connection (grpc's Server.Stop), so
+// workers see their streams break. A write in progress cannot be cut short in
+// process: it runs to its end, and Run returns after it.
+func (s *Server) Kill() {
+	s.shutdown(true)
 }
 
 // rateMeter measures committed samples per second over a sliding window of commits.

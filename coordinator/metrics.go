@@ -20,6 +20,7 @@ type metrics struct {
 	commitBytes    prometheus.Counter
 	ckptSeconds    prometheus.Histogram
 	ckptFailures   prometheus.Counter
+	ckptBacklog    prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,9 +41,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ckptSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "ncsn", Subsystem: "coordinator", Name: "checkpoint_seconds",
 			Help: "Time to write a checkpoint.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		ckptFailures: prometheus.NewCounter(prometheus.CounterOpts(o("checkpoint_failures_total", "Checkpoint writes that failed."))),
+		ckptBacklog:  prometheus.NewGauge(prometheus.GaugeOpts(o("checkpoint_backlog", "Checkpoints asked for and not yet written, the one being written included."))),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.steps, m.step, m.loss, m.lossLevel, m.samplesPerSec, m.epoch, m.members, m.stateDownloads, m.hashMismatches, m.commitBytes, m.ckptSeconds, m.ckptFailures} {
+		for _, c := range []prometheus.Collector{m.steps, m.step, m.loss, m.lossLevel, m.samplesPerSec, m.epoch, m.members, m.stateDownloads, m.hashMismatches, m.commitBytes, m.ckptSeconds, m.ckptFailures, m.ckptBacklog} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("coordinator: register metrics: %w", err)
 			}

@@ -47,6 +47,70 @@ func NewCheckpoint(layout *Params, s *State, meta map[string]string) *Checkpoint
 	return &Checkpoint{Layout: &p, EMA: s.EMA, M: s.Adam.M, V: s.Adam.V, Step: s.Adam.Step, Meta: meta}
 }
 
+// RunMeta is what a run records beside the tensors of each of its checkpoints
+// (MetaConfig, MetaSeed, MetaDataPosition), and how it recognises its own
+// checkpoints when it resumes. Every writer of run checkpoints builds the
+// metadata here; the run configuration fills it (config.Config.CheckpointRun).
+type RunMeta struct {
+	Config []byte // the run config as JSON
+	Seed   uint64
+	Batch  int // the global batch: the data position after step s is s·Batch
+	// SameRun tells whether a checkpoint's stored config is this run's, or why
+	// not; nil compares the bytes.
+	SameRun func(stored []byte) error
+}
+
+func (m RunMeta) metadata(step int64) map[string]string {
+	return map[string]string{
+		MetaConfig:       string(m.Config),
+		MetaSeed:         strconv.FormatUint(m.Seed, 10),
+		MetaDataPosition: strconv.FormatInt(step*int64(m.Batch), 10),
+	}
+}
+
+// NewRunCheckpoint captures s (copying nothing: write it before s changes)
+// with the tensor layout of layout and run's metadata.
+func NewRunCheckpoint(layout *Params, s *State, run RunMeta) *Checkpoint {
+	return NewCheckpoint(layout, s, run.metadata(s.Step()))
+}
+
+// Resume restores into s the newest checkpoint in d that verifies, after
+// checking it was written by run. It returns the checkpoint's path, or an
+// error wrapping os.ErrNotExist when there is none. A checkpoint of another
+// run is an error, not skipped: the folder belongs to someone else.
+func (d *CheckpointDir) Resume(layout *Params, s *State, run RunMeta) (string, error) {
+	c, path, err := d.Latest(layout)
+	if err != nil {
+		return "", err
+	}
+	stored := []byte(c.Meta[MetaConfig])
+	if run.SameRun != nil {
+		err = run.SameRun(stored)
+	} else if string(stored) != string(run.Config) {
+		err = errors.New("its config differs")
+	}
+	if err != nil {
+		return "", fmt.Errorf("model: %s was written by another run (%w); use another --out or the same config", path, err)
+	}
+	if err := c.Restore(s); err != nil {
+		return "", fmt.Errorf("model: resume from %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// CopyState makes a deep copy of s, reusing dst's buffers when dst (which
+// may be nil) has s's sizes: the snapshot a checkpoint is written from while
+// s moves on.
+func CopyState(dst, s *State) *State {
+	if dst != nil && len(dst.Adam.M) == len(s.Adam.M) && dst.CopyFrom(s) == nil {
+		dst.decay = s.decay
+		return dst
+	}
+	a := *s.Adam
+	a.M, a.V = slices.Clone(s.Adam.M), slices.Clone(s.Adam.V)
+	return &State{Params: slices.Clone(s.Params), EMA: slices.Clone(s.EMA), Adam: &a, decay: s.decay}
+}
+
 // Restore copies the checkpoint into s, which must have the same layout.
 func (c *Checkpoint) Restore(s *State) error {
 	if len(c.Layout.Data) != len(s.Params) {

@@ -159,3 +159,99 @@ func TestCheckpointWriteFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointResume: a run's checkpoints carry its metadata, and a run resumes only
+// from its own.
+func TestCheckpointResume(t *testing.T) {
+	n, s := testState(t, 1)
+	d := &CheckpointDir{Dir: t.TempDir(), Keep: 2}
+	run := RunMeta{Config: []byte(`{"a":1}`), Seed: 7, Batch: 4}
+	_, fresh := testState(t, 2)
+	if _, err := d.Resume(n.Params(), fresh, run); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("empty folder: err = %v, want os.ErrNotExist", err)
+	}
+	path, err := d.Save(NewRunCheckpoint(n.Params(), s, run))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ReadCheckpoint(path, n.Params())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{MetaFormat: CheckpointFormat, MetaStep: "3", MetaConfig: `{"a":1}`, MetaSeed: "7", MetaDataPosition: "12"}
+	for k, v := range want {
+		if c.Meta[k] != v {
+			t.Errorf("metadata %s = %q, want %q", k, c.Meta[k], v)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		run  RunMeta
+		err  string
+	}{
+		{"same run", run, ""},
+		{"another config", RunMeta{Config: []byte(`{"a":2}`)}, "written by another run (its config differs)"},
+		{"SameRun decides", RunMeta{Config: []byte(`{"a":2}`), SameRun: func([]byte) error { return nil }}, ""},
+		{"SameRun refuses", RunMeta{Config: []byte(`{"a":1}`), SameRun: func(b []byte) error { return fmt.Errorf("not %s", b) }}, `not {"a":1}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, st := testState(t, 2)
+			before := st.Hash()
+			got, err := d.Resume(n.Params(), st, tc.run)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.err)
+				}
+				if st.Hash() != before {
+					t.Fatal("a refused resume changed the state")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != path || st.Hash() != s.Hash() {
+				t.Fatalf("resumed %s with hash equal %v; want %s, equal", got, st.Hash() == s.Hash(), path)
+			}
+		})
+	}
+}
+
+// TestCopyState: a copy shares no buffer with its source, keeps a missing EMA missing,
+// and reuses the buffers it is given.
+func TestCopyState(t *testing.T) {
+	_, s := testState(t, 1)
+	c := CopyState(nil, s)
+	if c.Hash() != s.Hash() {
+		t.Fatal("the copy differs")
+	}
+	g := make([]float32, len(s.Params))
+	g[0] = 1
+	if _, err := s.Apply(g, 1); err != nil {
+		t.Fatal(err)
+	}
+	if c.Hash() == s.Hash() {
+		t.Fatal("the copy moved with its source")
+	}
+	if again := CopyState(c, s); again != c || c.Hash() != s.Hash() {
+		t.Fatal("the copy into a buffer of the same size was not made in it")
+	}
+	// Apply after a copy behaves like Apply on the source (the EMA decay is copied).
+	g[1] = 2
+	if _, err := s.Apply(slices.Clone(g), 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Apply(slices.Clone(g), 1); err != nil {
+		t.Fatal(err)
+	}
+	if c.Hash() != s.Hash() {
+		t.Fatal("a step applied to the copy differs from the same step applied to the source")
+	}
+	noEMA, err := NewState([]float32{1, 2}, AdamConfig{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := CopyState(nil, noEMA); c.EMA != nil || c.Hash() != noEMA.Hash() {
+		t.Fatal("a state without EMA copied wrong")
+	}
+}

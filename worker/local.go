@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/ncsn/ncsn/model"
@@ -75,23 +74,13 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		cfg: cfg, net: net, state: state, trainer: r.trainer, sigmas: r.sigmas, log: log,
 		ckpt: &model.CheckpointDir{Dir: filepath.Join(cfg.Out, "checkpoints"), Keep: rc.Run.Keep, Logger: log},
 	}
-	c, path, err := l.ckpt.Latest(net.Params())
+	path, err := l.ckpt.Resume(net.Params(), state, rc.CheckpointRun())
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return nil, err
+		return nil, fmt.Errorf("worker: %w", err)
 	default:
-		stored, err := config.FromJSON([]byte(c.Meta[model.MetaConfig]))
-		if err != nil {
-			return nil, fmt.Errorf("worker: resume from %s: %w", path, err)
-		}
-		if string(stored.JSON()) != string(rc.JSON()) {
-			return nil, fmt.Errorf("worker: %s was written by a run with another config; use another --out or the same config", path)
-		}
-		if err := c.Restore(state); err != nil {
-			return nil, fmt.Errorf("worker: resume from %s: %w", path, err)
-		}
-		log.Info("resumed", "checkpoint", path, "step", c.Step)
+		log.Info("resumed", "checkpoint", path, "step", state.Step())
 	}
 	return l, nil
 }
@@ -153,13 +142,7 @@ func (l *Local) Run(ctx context.Context) error {
 }
 
 func (l *Local) checkpoint() (string, error) {
-	rc := l.cfg.Run
-	meta := map[string]string{
-		model.MetaConfig:       string(rc.JSON()),
-		model.MetaSeed:         strconv.FormatUint(rc.Run.Seed, 10),
-		model.MetaDataPosition: strconv.FormatInt(l.state.Step()*int64(rc.Train.GlobalBatch), 10),
-	}
-	path, err := l.ckpt.Save(model.NewCheckpoint(l.net.Params(), l.state, meta))
+	path, err := l.ckpt.Save(model.NewRunCheckpoint(l.net.Params(), l.state, l.cfg.Run.CheckpointRun()))
 	if err != nil {
 		return "", err
 	}
