@@ -208,6 +208,8 @@ func (s *Server) Commit(ctx context.Context, req *coordpb.CommitRequest) (*coord
 		if err := s.waitRoom(ctx); err != nil {
 			return nil, err
 		}
+		// Views may have changed meanwhile: the current epoch tells rank 0.
+		rep.Epoch = s.Epoch()
 	}
 	return &coordpb.CommitResponse{CommittedStep: rep.Step, Epoch: rep.Epoch}, nil
 }
