@@ -231,16 +231,28 @@ func New(cfg Config) (*Server, error) {
 		close(s.doneCh)
 		close(s.finished)
 	}
-	s.lis = cfg.Listener
-	if s.lis == nil {
+	if err := s.listen(); err != nil {
+		return nil, err
+	}
+	m.steps.Add(0)
+	m.step.Set(float64(state.Step()))
+	log.Info("coordinator ready", "addr", s.lis.Addr().String(), "gossip", s.gossipAddr, "step", state.Step(), "of", s.total)
+	return s, nil
+}
+
+// listen opens the gRPC listener and server and the gossip node.
+func (s *Server) listen() error {
+	cfg, rc := s.cfg, s.cfg.Run
+	if s.lis = cfg.Listener; s.lis == nil {
+		var err error
 		if s.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return nil, fmt.Errorf("coordinator: listen: %w", err)
+			return fmt.Errorf("coordinator: listen: %w", err)
 		}
 	}
-	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(1 << 30), grpc.MaxSendMsgSize(1 << 30)}, auth.ServerOptions()...)
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(1 << 30), grpc.MaxSendMsgSize(1 << 30)}, s.auth.ServerOptions()...)
 	s.srv = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	coordpb.RegisterCoordinatorServer(s.srv, s)
-	s.ml, err = cluster.NewGossip(cluster.GossipConfig{
+	ml, err := cluster.NewGossip(cluster.GossipConfig{
 		Name:          cluster.NodeName(cluster.RoleCoordinator, s.lis.Addr().String()),
 		Bind:          cfg.Gossip,
 		Advertise:     cfg.GossipAdvertise,
@@ -248,17 +260,14 @@ func New(cfg Config) (*Server, error) {
 		ProbeInterval: time.Duration(rc.Cluster.ProbeInterval), ProbeTimeout: time.Duration(rc.Cluster.ProbeTimeout), SuspicionMult: rc.Cluster.SuspicionMult,
 		Meta:   cluster.Meta{Role: cluster.RoleCoordinator, Addr: s.lis.Addr().String(), Run: rc.Run.ID},
 		Events: s.gossip,
-		Logger: log,
+		Logger: s.log,
 	})
 	if err != nil {
 		s.lis.Close()
-		return nil, fmt.Errorf("coordinator: %w", err)
+		return fmt.Errorf("coordinator: %w", err)
 	}
-	s.gossipAddr = cluster.GossipAddr(s.ml)
-	m.steps.Add(0)
-	m.step.Set(float64(state.Step()))
-	log.Info("coordinator ready", "addr", s.lis.Addr().String(), "gossip", s.gossipAddr, "step", state.Step(), "of", s.total)
-	return s, nil
+	s.ml, s.gossipAddr = ml, cluster.GossipAddr(ml)
+	return nil
 }
 
 // Addr is the gRPC address the coordinator listens on.
