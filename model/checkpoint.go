@@ -50,13 +50,14 @@ func NewCheckpoint(layout *Params, s *State, meta map[string]string) *Checkpoint
 // RunMeta is what a run records beside the tensors of each of its checkpoints
 // (MetaConfig, MetaSeed, MetaDataPosition), and how it recognises its own
 // checkpoints when it resumes. Every writer of run checkpoints builds the
-// metadata here; the run configuration fills it (config.Config.CheckpointRun).
+// metadata here; the run configuration fills it (config.Config.CheckpointRun)
+// and decides what makes a run the same (config.Config.SameRun).
 type RunMeta struct {
 	Config []byte // the run config as JSON
 	Seed   uint64
 	Batch  int // the global batch: the data position after step s is s·Batch
 	// SameRun tells whether a checkpoint's stored config is this run's, or why
-	// not; nil compares the bytes.
+	// not (nil: the same bytes).
 	SameRun func(stored []byte) error
 }
 
@@ -87,10 +88,10 @@ func (d *CheckpointDir) Resume(layout *Params, s *State, run RunMeta) (string, e
 	if run.SameRun != nil {
 		err = run.SameRun(stored)
 	} else if string(stored) != string(run.Config) {
-		err = errors.New("its config differs")
+		err = errors.New("its config differs; use another --out or the same config")
 	}
 	if err != nil {
-		return "", fmt.Errorf("model: %s was written by another run (%w); use another --out or the same config", path, err)
+		return "", fmt.Errorf("model: %s belongs to another run: %w", path, err)
 	}
 	if err := c.Restore(s); err != nil {
 		return "", fmt.Errorf("model: resume from %s: %w", path, err)

@@ -190,7 +190,7 @@ func TestCheckpointResume(t *testing.T) {
 		err  string
 	}{
 		{"same run", run, ""},
-		{"another config", RunMeta{Config: []byte(`{"a":2}`)}, "written by another run (its config differs)"},
+		{"another config", RunMeta{Config: []byte(`{"a":2}`)}, "belongs to another run: its config differs"},
 		{"SameRun decides", RunMeta{Config: []byte(`{"a":2}`), SameRun: func([]byte) error { return nil }}, ""},
 		{"SameRun refuses", RunMeta{Config: []byte(`{"a":1}`), SameRun: func(b []byte) error { return fmt.Errorf("not %s", b) }}, `not {"a":1}`},
 	} {
