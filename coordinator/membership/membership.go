@@ -218,6 +218,9 @@ func New(cfg Config) (*Core, error) {
 	if cfg.State == nil {
 		return nil, errors.New("membership: Config.State is nil")
 	}
+	if cfg.Version == "" {
+		return nil, errors.New("membership: Config.Version is empty")
+	}
 	if err := cfg.Run.Validate(); err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
