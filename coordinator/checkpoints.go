@@ -16,7 +16,7 @@ import (
 // disk has not finished: the one being written and one behind it. A commit that
 // asks for one more waits (holding no lock) until the oldest is written, so a
 // slow disk slows training only once it is a whole checkpoint interval behind,
-// and memory holds at most three copies of the state.
+// and memory holds at most three copies of the state besides the canonical one.
 const maxCheckpointBacklog = 2
 
 // checkpointQueue holds the checkpoints asked for, oldest first, and the one
