@@ -21,7 +21,7 @@ func BenchmarkAllReduce(b *testing.B) {
 				b.SetBytes(int64(mib << 20))
 				var wire int64
 				for i := 0; b.Loop(); i++ {
-					out := reduceAll(context.Background(), ms, Op{Run: "b", Epoch: 1, Step: uint64(i), Members: addrs(ms), Codec: c}, bufs, nil)
+					out := reduceAll(context.Background(), rings(ms), Op{Run: "b", Epoch: 1, Step: uint64(i), Members: addrs(ms), Codec: c}, bufs, nil)
 					for _, o := range out {
 						if o.err != nil {
 							b.Fatal(o.err)

@@ -237,7 +237,7 @@ func (d *Decoder) decode(dst []float32, src []byte, add bool) error {
 
 // decodeSegs is decode of a payload in segments (as received). Raw float32 is read where
 // it lies; other codecs need their input in one piece.
-func (d *Decoder) decodeSegs(dst []float32, in *inPiece, add bool) error {
+func (d *Decoder) decodeSegs(dst []float32, in *Piece, add bool) error {
 	if d.codec != (Codec{}) {
 		return d.decode(dst, in.contiguous(&d.in), add)
 	}
@@ -246,9 +246,9 @@ func (d *Decoder) decodeSegs(dst []float32, in *inPiece, add bool) error {
 	}
 	switch {
 	case add:
-		floatRuns(in.segs, func(i int, b []byte) { addBytes(dst[i:i+len(b)/4], b) })
+		floatRuns(in.Payload, func(i int, b []byte) { addBytes(dst[i:i+len(b)/4], b) })
 	case littleEndian:
-		in.segs.CopyTo(floatBytes(dst))
+		in.Payload.CopyTo(floatBytes(dst))
 	default:
 		return d.decode(dst, in.contiguous(&d.in), add)
 	}

@@ -57,12 +57,11 @@ func (r *Ring) allReduce(ctx context.Context, op Op, buf []float32) (Result, err
 	defer cancelTimeout()
 
 	a := &ringOp{
-		r: r, op: op, key: key, buf: buf, rank: rank, n: n,
+		r: r, op: op, key: key, buf: buf,
 		left:  op.Members[(rank+n-1)%n],
 		right: op.Members[(rank+1)%n],
-		pe:    r.pieceElems,
+		sched: newSchedule(n, rank, len(buf), r.pieceElems),
 	}
-	a.layout()
 	st, err := r.register(a, cancel)
 	if err != nil {
 		return Result{}, err
@@ -151,7 +150,7 @@ func (r *Ring) register(a *ringOp, cancel context.CancelCauseFunc) (*opState, er
 	r.pendingBytes -= st.bytes
 	st.active = true
 	st.left, st.right = a.left, a.right
-	st.sendsLeft = a.sends
+	st.sendsLeft = a.sched.sends
 	st.cancel = cancel
 	return st, nil
 }
@@ -189,7 +188,8 @@ func (r *Ring) classify(ctx, opCtx context.Context, a *ringOp, err error, timeou
 	return err
 }
 
-// ringOp is one member's run of one operation.
+// ringOp is one member's run of one operation: the shell that encodes, decodes and sends as
+// its schedule says.
 type ringOp struct {
 	r           *Ring
 	op          Op
@@ -197,48 +197,15 @@ type ringOp struct {
 	st          *opState
 	peer        *peer
 	buf         []float32
-	rank, n     int
 	left, right string
-	pe          int // values per piece
+	sched       *schedule
 	enc         *Encoder
 	dec         *Decoder
 
-	lo    []int // chunk c is buf[lo[c]:lo[c+1]]
-	pbase []int // index of chunk c's first piece among all pieces
-	sends int
-	recvs int
-	seen  []bool   // per phase and piece: received
-	out   outPiece // reused: gRPC has encoded it when SendMsg returns
-	res   Result
+	out Piece // reused: the transport is done with it when Send returns
+	res Result
 	// sending is set while a send is in progress, which only the stream's end can interrupt.
 	sending atomic.Bool
-}
-
-func (a *ringOp) layout() {
-	n, l := a.n, len(a.buf)
-	a.lo = make([]int, n+1)
-	a.pbase = make([]int, n+1)
-	for c := 0; c <= n; c++ {
-		a.lo[c] = int(int64(c) * int64(l) / int64(n))
-	}
-	for c := 0; c < n; c++ {
-		a.pbase[c+1] = a.pbase[c] + a.pieces(c)
-	}
-	total := a.pbase[n]
-	own := a.owned()
-	// Reduce-scatter: send every chunk but the owned one (own chunk first, then forwards);
-	// all-gather: send the owned chunk and forward all but the one the right neighbour owns.
-	a.sends = total - a.pieces(own) + a.pieces(own) + total - a.pieces(own) - a.pieces((a.rank+2)%n)
-	// Receive every chunk but our own in reduce-scatter, all but the owned in all-gather.
-	a.recvs = total - a.pieces(a.rank) + total - a.pieces(own)
-	a.seen = make([]bool, 2*total)
-}
-
-func (a *ringOp) pieces(c int) int { return (a.lo[c+1] - a.lo[c] + a.pe - 1) / a.pe }
-func (a *ringOp) owned() int       { return (a.rank + 1) % a.n }
-func (a *ringOp) span(c, p int) (int, int) {
-	lo := a.lo[c] + p*a.pe
-	return lo, min(lo+a.pe, a.lo[c+1])
 }
 
 func (a *ringOp) residual(lo, hi int) []float32 {
@@ -249,12 +216,13 @@ func (a *ringOp) residual(lo, hi int) []float32 {
 }
 
 func (a *ringOp) run(ctx context.Context) error {
-	for p := range a.pieces(a.rank) {
-		if err := a.encodeSend(ringpb.Phase_PHASE_REDUCE_SCATTER, a.rank, p); err != nil {
+	c := a.sched.start()
+	for p := range a.sched.pieces(c) {
+		if err := a.encodeSend(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p); err != nil {
 			return err
 		}
 	}
-	for range a.recvs {
+	for !a.sched.done() {
 		it, err := a.r.next(ctx, a.st)
 		if err != nil {
 			return err
@@ -269,82 +237,74 @@ func (a *ringOp) run(ctx context.Context) error {
 	return nil
 }
 
-func (a *ringOp) handle(in *inPiece) error {
-	m := &in.Piece
+func (a *ringOp) handle(in *Piece) error {
 	if h := a.r.testHookPiece; h != nil {
-		h(m)
+		h(in)
 	}
-	a.res.WireBytesReceived += int64(in.wireSize())
-	c, p := int(m.Chunk), int(m.Piece)
+	a.res.WireBytesReceived += int64(in.WireSize())
+	c, p := int(in.Chunk), int(in.Index)
 	bad := func(format string, args ...any) error {
-		in.release()
+		in.Free()
 		return &PeerError{Peer: a.left, Err: fmt.Errorf("op %v: %w: "+format, append([]any{a.key, ErrCorrupt}, args...)...)}
 	}
 	switch {
-	case m.Codec != a.op.Codec.wireID():
-		return bad("codec %d, want %d (%v)", m.Codec, a.op.Codec.wireID(), a.op.Codec)
-	case m.Length != uint64(len(a.buf)):
-		return bad("buffer of %d values, want %d", m.Length, len(a.buf))
-	case m.Chunk >= uint32(a.n) || p >= a.pieces(c):
-		return bad("no piece %d of chunk %d", m.Piece, m.Chunk)
+	case in.Codec != a.op.Codec.wireID():
+		return bad("codec %d, want %d (%v)", in.Codec, a.op.Codec.wireID(), a.op.Codec)
+	case in.Length != uint64(len(a.buf)):
+		return bad("buffer of %d values, want %d", in.Length, len(a.buf))
 	}
-	idx := a.pbase[c] + p
-	lo, hi := a.span(c, p)
-	switch m.Phase {
-	case ringpb.Phase_PHASE_REDUCE_SCATTER:
-		if c == a.rank || a.seen[idx] {
-			return bad("unexpected reduce-scatter piece %d of chunk %d", p, c)
-		}
-		a.seen[idx] = true
-		if c != a.owned() && a.op.Codec == (Codec{}) {
+	act, err := a.sched.receive(in.Phase, c, p)
+	if err != nil {
+		return bad("%v", err)
+	}
+	lo, hi := a.sched.span(c, p)
+	switch act {
+	case addForward:
+		if a.op.Codec == (Codec{}) {
 			// Raw float32 going on round the ring: the partial sum is written straight into
 			// the outgoing buffer. buf keeps its stale values; the all-gather overwrites them.
 			if n := in.payloadLen(); n != 4*(hi-lo) {
 				return bad("reduce-scatter piece %d of chunk %d: %d bytes for %d values", p, c, n, hi-lo)
 			}
 			b := payloadPool.Get(4 * (hi - lo))
-			floatRuns(in.segs, func(i int, y []byte) {
+			floatRuns(in.Payload, func(i int, y []byte) {
 				sumInto((*b)[4*i:], a.buf[lo+i:lo+i+len(y)/4], y)
 			})
-			in.release()
+			in.Free()
 			return a.send(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p, mem.BufferSlice{mem.NewBuffer(b, payloadPool)})
 		}
 		if err := a.dec.decodeSegs(a.buf[lo:hi], in, true); err != nil {
 			return bad("reduce-scatter piece %d of chunk %d: %v", p, c, err)
 		}
-		in.release()
-		if c != a.owned() {
-			return a.encodeSend(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p)
+		in.Free()
+		return a.encodeSend(ringpb.Phase_PHASE_REDUCE_SCATTER, c, p)
+	case addComplete:
+		if err := a.dec.decodeSegs(a.buf[lo:hi], in, true); err != nil {
+			return bad("reduce-scatter piece %d of chunk %d: %v", p, c, err)
 		}
+		in.Free()
 		// The sum is complete: every member, this one included, takes the decoded encoding.
 		return a.encodeSend(ringpb.Phase_PHASE_ALL_GATHER, c, p)
-	case ringpb.Phase_PHASE_ALL_GATHER:
-		idx += a.pbase[a.n]
-		if c == a.owned() || a.seen[idx] {
-			return bad("unexpected all-gather piece %d of chunk %d", p, c)
-		}
-		a.seen[idx] = true
+	default: // store, storeForward
 		if err := a.dec.decodeSegs(a.buf[lo:hi], in, false); err != nil {
 			return bad("all-gather piece %d of chunk %d: %v", p, c, err)
 		}
 		if a.op.Encoded != nil {
-			a.op.Encoded.addSegs(lo, hi-lo, in.segs)
+			a.op.Encoded.addSegs(lo, hi-lo, in.Payload)
 		}
-		if c == (a.rank+2)%a.n {
-			in.release()
-			return nil // the right neighbour owns it
+		if act == store {
+			in.Free()
+			return nil
 		}
 		// Forwarded as received: the bytes the owner encoded go all the way round.
 		return a.send(ringpb.Phase_PHASE_ALL_GATHER, c, p, in.forward())
-	default:
-		return bad("phase %v", m.Phase)
 	}
 }
 
 // encodeSend encodes piece p of chunk c and sends it; in the all-gather phase (this member
 // owns c) the buffer is replaced by the decoded encoding first.
 func (a *ringOp) encodeSend(phase ringpb.Phase, c, p int) error {
-	lo, hi := a.span(c, p)
+	lo, hi := a.sched.span(c, p)
 	raw := a.op.Codec.rawSize(hi - lo)
 	b := payloadPool.Get(raw + raw/64 + 256) // room for incompressible input
 	*b = a.enc.Encode((*b)[:0], a.buf[lo:hi], a.residual(lo, hi))
@@ -362,12 +322,13 @@ func (a *ringOp) encodeSend(phase ringpb.Phase, c, p int) error {
 }
 
 func (a *ringOp) send(phase ringpb.Phase, c, p int, payload mem.BufferSlice) error {
-	h := &a.out.Piece
-	h.Run, h.Epoch, h.Step = a.key.run, a.key.epoch, a.key.step
-	h.Phase, h.Chunk, h.Piece = phase, uint32(c), uint32(p)
-	h.Codec, h.Length = a.op.Codec.wireID(), uint64(len(a.buf))
-	a.out.payload = payload
-	size := a.out.wireSize()
+	a.out = Piece{
+		Run: a.key.run, Epoch: a.key.epoch, Step: a.key.step,
+		Phase: phase, Chunk: uint32(c), Index: uint32(p),
+		Codec: a.op.Codec.wireID(), Length: uint64(len(a.buf)),
+		Payload: payload,
+	}
+	size := a.out.WireSize()
 	a.sending.Store(true)
 	err := a.r.send(a.peer, &a.out)
 	if err != nil {

@@ -1,6 +1,8 @@
-// Package allreduce sums flat float32 buffers across the members of a ring over gRPC:
-// reduce-scatter then all-gather, each chunk pipelined in pieces, optionally quantised
-// (bf16, int8 with error feedback) and compressed (zstd, s2).
+// Package allreduce sums flat float32 buffers across the members of a ring: reduce-scatter
+// then all-gather, each chunk pipelined in pieces, optionally quantised (bf16, int8 with error
+// feedback) and compressed (zstd, s2). The schedule (schedule.go) is pure; the ring's shell
+// sends pieces over a Transport: gRPC in production, a simulated network (package memnet) in
+// tests and simulations.
 package allreduce
 
 import (
@@ -8,15 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/experimental"
-
-	"github.com/ncsn/ncsn/proto/ringpb"
 )
 
 // Defaults of Config.
@@ -32,9 +30,12 @@ const (
 type Config struct {
 	// Self is this member's address exactly as it appears in Op.Members.
 	Self string
-	// DialOptions are used to reach neighbours (transport credentials, auth interceptors);
-	// they are applied after the ring's own window and buffer sizes.
+	// DialOptions are used to reach neighbours over gRPC (transport credentials, auth
+	// interceptors); they are applied after the ring's own window and buffer sizes.
 	DialOptions []grpc.DialOption
+	// Transport, if not nil, replaces gRPC (and DialOptions) for reaching neighbours, e.g.
+	// MemnetTransport.
+	Transport Transport
 	// ChunkBytes is the float32 input size of one pipelined piece; rounded down to whole
 	// int8 blocks. Every member must use the same value. Default DefaultChunkBytes.
 	ChunkBytes int
@@ -81,12 +82,12 @@ type Result struct {
 // Ring is one member's end of ring all-reduces. Several operations may run at once if they
 // have distinct {run, epoch, step}; a new ring view needs no new Ring.
 type Ring struct {
-	ringpb.UnimplementedRingServer
-
 	cfg        Config
 	log        *slog.Logger
 	m          *metrics
 	pieceElems int
+	transport  Transport
+	grpc       *grpcTransport // the transport, if the Ring made it
 
 	ctx     context.Context // ends the streams to neighbours on Close
 	cancel  context.CancelFunc
@@ -102,7 +103,7 @@ type Ring struct {
 	peers        map[string]*peer
 	coders       map[Codec][]*coderPair
 
-	testHookPiece func(*ringpb.Piece) // called by AllReduce for each received piece
+	testHookPiece func(*Piece) // called by AllReduce for each received piece
 }
 
 // New validates cfg and returns a Ring. Serve it with Register or Serve.
@@ -133,7 +134,7 @@ func New(cfg Config) (*Ring, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Ring{
+	r := &Ring{
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "allreduce", "self", cfg.Self),
 		m:          m,
@@ -144,59 +145,13 @@ func New(cfg Config) (*Ring, error) {
 		ops:        map[opKey]*opState{},
 		peers:      map[string]*peer{},
 		coders:     map[Codec][]*coderPair{},
-	}, nil
-}
-
-// Register adds the ring service to s (for example the worker's authenticated server).
-// The server should use ServerOptions for throughput.
-func (r *Ring) Register(s grpc.ServiceRegistrar) { ringpb.RegisterRingServer(s, r) }
-
-// ServerOptions are the window and buffer sizes the ring's streams need for throughput.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.InitialWindowSize(windowSize),
-		grpc.InitialConnWindowSize(2 * windowSize),
-		grpc.ReadBufferSize(0),
-		grpc.WriteBufferSize(bufferSize),
-		grpc.MaxRecvMsgSize(MaxChunkBytes + 1<<16),
-		experimental.BufferPool(payloadPool),
+		transport:  cfg.Transport,
 	}
-}
-
-// Frames are read straight from the socket into their buffers: a read buffer would cost a
-// copy of every byte, which measured dearer than the two reads per 16 KiB frame it saves.
-// Writes are batched: every write to a loopback socket runs the receiver's TCP stack too.
-const (
-	windowSize = 8 << 20
-	bufferSize = 256 << 10
-)
-
-func dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(windowSize),
-		grpc.WithInitialConnWindowSize(2 * windowSize),
-		grpc.WithReadBufferSize(0),
-		grpc.WithWriteBufferSize(bufferSize),
-		experimental.WithBufferPool(payloadPool),
+	if r.transport == nil {
+		r.grpc = newGRPCTransport(cfg.Self, cfg.DialOptions)
+		r.transport = r.grpc
 	}
-}
-
-// Serve serves the ring service alone on lis (tests, benchmarks) until ctx is done or the
-// Ring is closed, and returns after the server has stopped. opts are added to ServerOptions.
-func (r *Ring) Serve(ctx context.Context, lis net.Listener, opts ...grpc.ServerOption) error {
-	s := grpc.NewServer(append(ServerOptions(), opts...)...)
-	r.Register(s)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(lis) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("allreduce: serve: %w", err)
-	case <-ctx.Done():
-	case <-r.closing:
-	}
-	s.Stop()
-	<-errc
-	return nil
+	return r, nil
 }
 
 // Abort ends every operation of an epoch older than epoch with an error wrapping ErrAborted,
@@ -257,6 +212,9 @@ func (r *Ring) Close() error {
 		}()
 	}
 	wg.Wait()
+	if r.grpc != nil {
+		r.grpc.close()
+	}
 	r.cancel()
 	r.wg.Wait()
 	return nil
@@ -290,7 +248,7 @@ type opState struct {
 }
 
 type item struct {
-	m   *inPiece
+	m   *Piece
 	eof error // the stream from the left neighbour ended
 }
 
@@ -321,7 +279,7 @@ func (r *Ring) releaseItemsLocked(st *opState) {
 	}
 	for _, it := range st.items[st.head:] {
 		if it.m != nil {
-			it.m.release()
+			it.m.Free()
 		}
 	}
 	st.items, st.head, st.bytes = nil, 0, 0

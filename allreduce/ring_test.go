@@ -103,11 +103,19 @@ type outcome struct {
 	dur time.Duration
 }
 
-// reduceAll runs one operation on every member at once; bufs[i] is member i's buffer.
-func reduceAll(ctx context.Context, ms []*member, op Op, bufs [][]float32, resid [][]float32) []outcome {
-	out := make([]outcome, len(ms))
-	var wg sync.WaitGroup
+func rings(ms []*member) []*Ring {
+	rs := make([]*Ring, len(ms))
 	for i, m := range ms {
+		rs[i] = m.ring
+	}
+	return rs
+}
+
+// reduceAll runs one operation on every ring at once; bufs[i] is ring i's buffer.
+func reduceAll(ctx context.Context, rs []*Ring, op Op, bufs [][]float32, resid [][]float32) []outcome {
+	out := make([]outcome, len(rs))
+	var wg sync.WaitGroup
+	for i, r := range rs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -116,7 +124,7 @@ func reduceAll(ctx context.Context, ms []*member, op Op, bufs [][]float32, resid
 				o.Residual = resid[i]
 			}
 			start := time.Now()
-			res, err := m.ring.AllReduce(ctx, o, bufs[i])
+			res, err := r.AllReduce(ctx, o, bufs[i])
 			out[i] = outcome{res, err, time.Since(start)}
 		}()
 	}
@@ -132,61 +140,66 @@ func TestAllReduce(t *testing.T) {
 		for _, codec := range allCodecs() {
 			for step, l := range lengths {
 				name := fmt.Sprintf("n=%d/%v/len=%d", n, codec, l)
-				ok := t.Run(name, func(t *testing.T) {
-					bufs := make([][]float32, n)
-					want := make([]float64, l)
-					scale := make([]float64, l) // Σ|x|, for the float32 summation bound
-					var sumMax float64          // Σ over members of max |x|, for the quantisation bound
-					for i := range bufs {
-						bufs[i] = gradient(rng, l)
-						var m float64
-						for j, v := range bufs[i] {
-							want[j] += float64(v)
-							scale[j] += math.Abs(float64(v))
-							m = math.Max(m, math.Abs(float64(v)))
-						}
-						sumMax += m
-					}
-					op := Op{Run: "t", Epoch: 1, Step: uint64(step), Members: addrs(ms), Codec: codec}
-					out := reduceAll(context.Background(), ms, op, bufs, nil)
-					for i, o := range out {
-						if o.err != nil {
-							t.Fatalf("member %d: %v", i, o.err)
-						}
-					}
-					var maxErr float64
-					for j := range want {
-						e := math.Abs(float64(bufs[0][j]) - want[j])
-						maxErr = math.Max(maxErr, e)
-						var bound float64
-						switch codec.Quant {
-						case QuantNone:
-							bound = float64(n) * 0x1p-24 * scale[j] // one rounding per addition
-						case QuantBF16:
-							bound = float64(n)*0x1p-8*scale[j] + float64(n)*0x1p-24*scale[j]
-						case QuantInt8:
-							bound = float64(n)*sumMax/254*1.001 + float64(n)*0x1p-24*scale[j]
-						}
-						if e > bound {
-							t.Fatalf("[%d] = %g, want %g within %g", j, bufs[0][j], want[j], bound)
-						}
-					}
-					for i := 1; i < n; i++ {
-						for j := range bufs[i] {
-							if math.Float32bits(bufs[i][j]) != math.Float32bits(bufs[0][j]) {
-								t.Fatalf("member %d [%d] = %g, member 0 has %g", i, j, bufs[i][j], bufs[0][j])
-							}
-						}
-					}
-					if codec.Lossy() && l > 1000 {
-						t.Logf("max abs error %.3g (Σ max|x| = %.3g)", maxErr, sumMax)
-					}
-				})
-				if !ok {
+				if !t.Run(name, func(t *testing.T) { checkReduce(t, rng, rings(ms), addrs(ms), codec, l, uint64(step)) }) {
 					return
 				}
 			}
 		}
+	}
+}
+
+// checkReduce runs one operation of codec on buffers of l random values and checks that
+// every member ends with the same sum, within the codec's error bound.
+func checkReduce(t *testing.T, rng *rand.Rand, rs []*Ring, members []string, codec Codec, l int, step uint64) {
+	t.Helper()
+	n := len(rs)
+	bufs := make([][]float32, n)
+	want := make([]float64, l)
+	scale := make([]float64, l) // Σ|x|, for the float32 summation bound
+	var sumMax float64          // Σ over members of max |x|, for the quantisation bound
+	for i := range bufs {
+		bufs[i] = gradient(rng, l)
+		var m float64
+		for j, v := range bufs[i] {
+			want[j] += float64(v)
+			scale[j] += math.Abs(float64(v))
+			m = math.Max(m, math.Abs(float64(v)))
+		}
+		sumMax += m
+	}
+	op := Op{Run: "t", Epoch: 1, Step: step, Members: members, Codec: codec}
+	out := reduceAll(context.Background(), rs, op, bufs, nil)
+	for i, o := range out {
+		if o.err != nil {
+			t.Fatalf("member %d: %v", i, o.err)
+		}
+	}
+	var maxErr float64
+	for j := range want {
+		e := math.Abs(float64(bufs[0][j]) - want[j])
+		maxErr = math.Max(maxErr, e)
+		var bound float64
+		switch codec.Quant {
+		case QuantNone:
+			bound = float64(n) * 0x1p-24 * scale[j] // one rounding per addition
+		case QuantBF16:
+			bound = float64(n)*0x1p-8*scale[j] + float64(n)*0x1p-24*scale[j]
+		case QuantInt8:
+			bound = float64(n)*sumMax/254*1.001 + float64(n)*0x1p-24*scale[j]
+		}
+		if e > bound {
+			t.Fatalf("[%d] = %g, want %g within %g", j, bufs[0][j], want[j], bound)
+		}
+	}
+	for i := 1; i < n; i++ {
+		for j := range bufs[i] {
+			if math.Float32bits(bufs[i][j]) != math.Float32bits(bufs[0][j]) {
+				t.Fatalf("member %d [%d] = %g, member 0 has %g", i, j, bufs[i][j], bufs[0][j])
+			}
+		}
+	}
+	if codec.Lossy() && l > 1000 {
+		t.Logf("max abs error %.3g (Σ max|x| = %.3g)", maxErr, sumMax)
 	}
 }
 
@@ -226,7 +239,7 @@ func TestErrorFeedback(t *testing.T) {
 			}
 			stepBound = math.Max(stepBound, 2*float64(n)*sumMax/254)
 			op := Op{Run: fmt.Sprint(feedback), Epoch: 1, Step: uint64(s), Members: addrs(ms), Codec: Codec{QuantInt8, CompressZstd}}
-			for i, o := range reduceAll(context.Background(), ms, op, bufs, resid) {
+			for i, o := range reduceAll(context.Background(), rings(ms), op, bufs, resid) {
 				if o.err != nil {
 					t.Fatalf("step %d member %d: %v", s, i, o.err)
 				}
@@ -261,7 +274,7 @@ func TestAllReduceMetrics(t *testing.T) {
 	})
 	bufs := [][]float32{make([]float32, 5000), make([]float32, 5000), make([]float32, 5000)}
 	codec := Codec{QuantBF16, CompressS2}
-	out := reduceAll(context.Background(), ms, Op{Run: "m", Epoch: 1, Members: addrs(ms), Codec: codec}, bufs, nil)
+	out := reduceAll(context.Background(), rings(ms), Op{Run: "m", Epoch: 1, Members: addrs(ms), Codec: codec}, bufs, nil)
 	for _, o := range out {
 		if o.err != nil {
 			t.Fatal(o.err)
@@ -297,7 +310,7 @@ func TestConcurrentOperations(t *testing.T) {
 						bufs[i][j] = float32(i + 1)
 					}
 				}
-				for i, o := range reduceAll(context.Background(), ms, Op{Run: run, Epoch: 1, Step: uint64(s), Members: addrs(ms)}, bufs, nil) {
+				for i, o := range reduceAll(context.Background(), rings(ms), Op{Run: run, Epoch: 1, Step: uint64(s), Members: addrs(ms)}, bufs, nil) {
 					if o.err != nil {
 						errs <- fmt.Errorf("run %s step %d member %d: %w", run, s, i, o.err)
 						return
@@ -330,7 +343,7 @@ func TestMemberKilledMidOperation(t *testing.T) {
 			started := make(chan struct{})
 			killed := make(chan struct{})
 			var once sync.Once
-			ms[victim].ring.testHookPiece = func(p *ringpb.Piece) {
+			ms[victim].ring.testHookPiece = func(*Piece) {
 				once.Do(func() { close(started) })
 				<-killed
 			}
@@ -343,7 +356,7 @@ func TestMemberKilledMidOperation(t *testing.T) {
 			for i := range bufs {
 				bufs[i] = make([]float32, 200_000)
 			}
-			out := reduceAll(context.Background(), ms, Op{Run: "k", Epoch: 1, Members: addrs(ms)}, bufs, nil)
+			out := reduceAll(context.Background(), rings(ms), Op{Run: "k", Epoch: 1, Members: addrs(ms)}, bufs, nil)
 			for i, o := range out {
 				if i == victim {
 					if !errors.Is(o.err, ErrClosed) {
@@ -376,7 +389,7 @@ func TestSilentMember(t *testing.T) {
 	ms := startMembers(t, 3, nil)
 	bufs := [][]float32{make([]float32, 50_000), make([]float32, 50_000)}
 	op := Op{Run: "s", Epoch: 1, Members: addrs(ms), Timeout: timeout}
-	for i, o := range reduceAll(context.Background(), ms[:2], op, bufs, nil) {
+	for i, o := range reduceAll(context.Background(), rings(ms[:2]), op, bufs, nil) {
 		var pe *PeerError
 		if !errors.As(o.err, &pe) || !errors.Is(o.err, context.DeadlineExceeded) {
 			t.Errorf("member %d: err = %v, want a PeerError wrapping DeadlineExceeded", i, o.err)

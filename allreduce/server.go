@@ -5,57 +5,45 @@ import (
 	"fmt"
 	"io"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
-
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
 
-// fromKey is the metadata key naming the sending member (its Config.Self).
-const fromKey = "ncsn-ring-from"
-
-// Pipe receives a left neighbour's pieces and queues them for their operations. It returns
-// when the neighbour closes the stream or the Ring is closed.
-func (r *Ring) Pipe(stream ringpb.Ring_PipeServer) error {
-	from := ""
-	if md, ok := metadata.FromIncomingContext(stream.Context()); ok {
-		if v := md.Get(fromKey); len(v) > 0 {
-			from = v[0]
-		}
-	}
+// Accept serves a stream from the left-hand neighbour from (its Config.Self, or "" if the
+// transport cannot tell): it queues the pieces for their operations and answers refusals. It
+// returns when the stream ends (nil after the sender's CloseSend) or the Ring is closed; the
+// transport must then end the stream, which a receive still blocked waits for.
+func (r *Ring) Accept(from string, s Inbound) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return status.Error(codes.Unavailable, "allreduce: ring closed")
+		return fmt.Errorf("allreduce: %w", ErrClosed)
 	}
-	// The receive loop runs apart so that Close can end this handler while Recv blocks;
-	// gRPC then cancels the stream and the loop's Recv returns.
+	// The receive loop runs apart so that Close can end this call while Recv blocks.
 	r.wg.Add(1)
 	r.mu.Unlock()
 	done := make(chan error, 1)
 	go func() {
 		defer r.wg.Done()
-		done <- r.receive(stream, from)
+		done <- r.receive(s, from)
 	}()
 	select {
 	case err := <-done:
 		return err
 	case <-r.closing:
-		return status.Error(codes.Unavailable, "allreduce: ring closed")
+		return fmt.Errorf("allreduce: %w", ErrClosed)
 	}
 }
 
-func (r *Ring) receive(stream ringpb.Ring_PipeServer, from string) error {
+func (r *Ring) receive(s Inbound, from string) error {
 	r.mu.Lock()
 	r.streams++
 	via := r.streams
 	r.mu.Unlock()
 	for {
-		m := &inPiece{}
-		if err := stream.RecvMsg(m); err != nil {
+		m, err := s.Recv()
+		if err != nil {
 			r.leftEnded(via, from, err)
-			if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled || errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
@@ -65,8 +53,8 @@ func (r *Ring) receive(stream ringpb.Ring_PipeServer, from string) error {
 		if ref == nil {
 			continue
 		}
-		m.release()
-		if err := stream.Send(ref); err != nil {
+		m.Free()
+		if err := s.Send(ref); err != nil {
 			r.leftEnded(via, from, err)
 			return err
 		}
@@ -74,7 +62,7 @@ func (r *Ring) receive(stream ringpb.Ring_PipeServer, from string) error {
 }
 
 // deliver queues m for its operation, or returns the refusal to send back.
-func (r *Ring) deliver(k opKey, m *inPiece, via uint64) *ringpb.Refusal {
+func (r *Ring) deliver(k opKey, m *Piece, via uint64) *ringpb.Refusal {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {

@@ -14,10 +14,10 @@ import (
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
 
-// wireCodecName is the gRPC content-subtype of Pipe streams. The bytes are plain protobuf;
-// the codec only avoids copying payloads: a sent payload goes to the transport from the
-// buffers it was encoded or received in, and a received one stays in the transport's frame
-// buffers until the operation has decoded (and perhaps forwarded) it.
+// wireCodecName is the gRPC content-subtype of Pipe streams. The bytes are plain protobuf
+// (ringpb.Piece, ringpb.Refusal); the codec only avoids copying payloads: a sent payload goes
+// to the transport from the buffers it was encoded or received in, and a received one stays
+// in the transport's frame buffers until the operation has decoded (and perhaps forwarded) it.
 const wireCodecName = "ncsn-ring"
 
 func init() { encoding.RegisterCodecV2(wireCodec{}) }
@@ -25,49 +25,6 @@ func init() { encoding.RegisterCodecV2(wireCodec{}) }
 type wireCodec struct{}
 
 func (wireCodec) Name() string { return wireCodecName }
-
-// outPiece is a Piece to send whose payload is owned buffers, freed by gRPC once written.
-type outPiece struct {
-	ringpb.Piece // without Payload
-	payload      mem.BufferSlice
-}
-
-// inPiece is a received Piece whose payload is in segs: references to the transport's
-// receive buffers (or, after the slow path, to a copy). Piece.Payload is not used.
-type inPiece struct {
-	ringpb.Piece
-	segs mem.BufferSlice
-}
-
-func (in *inPiece) payloadLen() int { return in.segs.Len() }
-
-// release frees the payload; the piece must not be used afterwards.
-func (in *inPiece) release() {
-	in.segs.Free()
-	in.segs = nil
-}
-
-// forward hands the payload to a piece to send; in gives it up.
-func (in *inPiece) forward() mem.BufferSlice {
-	s := in.segs
-	in.segs = nil
-	return s
-}
-
-// contiguous returns the payload as one slice: the segment itself if there is one, else a
-// copy in *scratch, grown as needed.
-func (in *inPiece) contiguous(scratch *[]byte) []byte {
-	if len(in.segs) == 1 {
-		return in.segs[0].ReadOnlyData()
-	}
-	n := in.segs.Len()
-	if cap(*scratch) < n {
-		*scratch = make([]byte, n)
-	}
-	b := (*scratch)[:n]
-	in.segs.CopyTo(b)
-	return b
-}
 
 // floatRuns calls fn(i, b) for consecutive runs b of whole little-endian float32 values in
 // segs, i being the index of b's first value. A value split between segments comes as a
@@ -95,8 +52,66 @@ func floatRuns(segs mem.BufferSlice, fn func(i int, b []byte)) {
 	}
 }
 
+// Field numbers of ringpb.Piece.
+const (
+	fieldRun protowire.Number = iota + 1
+	fieldEpoch
+	fieldStep
+	fieldPhase
+	fieldChunk
+	fieldPiece
+	fieldCodec
+	fieldLength
+	fieldPayload
+)
+
+// WireSize is the size of the piece's protobuf encoding: what a network carries for it.
+func (p *Piece) WireSize() int {
+	n := 0
+	if p.Run != "" {
+		n += protowire.SizeTag(fieldRun) + protowire.SizeBytes(len(p.Run))
+	}
+	for _, f := range p.varints() {
+		if f.v != 0 {
+			n += protowire.SizeTag(f.num) + protowire.SizeVarint(f.v)
+		}
+	}
+	if l := p.payloadLen(); l > 0 {
+		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(l)
+	}
+	return n
+}
+
+type varintField struct {
+	num protowire.Number
+	v   uint64
+}
+
+func (p *Piece) varints() [7]varintField {
+	return [7]varintField{
+		{fieldEpoch, p.Epoch}, {fieldStep, p.Step}, {fieldPhase, uint64(p.Phase)}, {fieldChunk, uint64(p.Chunk)},
+		{fieldPiece, uint64(p.Index)}, {fieldCodec, uint64(p.Codec)}, {fieldLength, p.Length},
+	}
+}
+
+// appendHeader appends the protobuf encoding of every field but the payload, in field order
+// as protobuf writes them.
+func (p *Piece) appendHeader(b []byte) []byte {
+	if p.Run != "" {
+		b = protowire.AppendTag(b, fieldRun, protowire.BytesType)
+		b = protowire.AppendString(b, p.Run)
+	}
+	for _, f := range p.varints() {
+		if f.v != 0 {
+			b = protowire.AppendTag(b, f.num, protowire.VarintType)
+			b = protowire.AppendVarint(b, f.v)
+		}
+	}
+	return b
+}
+
 func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
-	o, ok := v.(*outPiece)
+	p, ok := v.(*Piece)
 	if !ok {
 		m, ok := v.(proto.Message)
 		if !ok {
@@ -108,60 +123,52 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
-	hdr, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, 64+len(o.Run)), &o.Piece)
-	if err != nil {
-		return nil, err
+	if !utf8.ValidString(p.Run) { // as protobuf refuses
+		return nil, fmt.Errorf("allreduce: run %q is not UTF-8", p.Run)
 	}
-	// The payload field goes last: protobuf allows fields in any order.
-	hdr = protowire.AppendTag(hdr, payloadField, protowire.BytesType)
-	hdr = protowire.AppendVarint(hdr, uint64(o.payload.Len()))
-	out := make(mem.BufferSlice, 0, 1+len(o.payload))
-	out = append(append(out, mem.SliceBuffer(hdr)), o.payload...)
-	o.payload = nil // gRPC owns and frees it now
+	hdr := p.appendHeader(make([]byte, 0, 64+len(p.Run)))
+	out := mem.BufferSlice{mem.SliceBuffer(hdr)}
+	if l := p.payloadLen(); l > 0 {
+		// The payload field goes last: protobuf allows fields in any order.
+		out[0] = mem.SliceBuffer(protowire.AppendVarint(protowire.AppendTag(hdr, fieldPayload, protowire.BytesType), uint64(l)))
+		out = append(out, p.Payload...)
+	}
+	p.Payload = nil // gRPC owns and frees it now
 	return out, nil
 }
 
-const payloadField = 9
-
-// wireSize is the encoded size of o.
-func (o *outPiece) wireSize() int { return wireSize(&o.Piece, o.payload.Len()) }
-
-func (in *inPiece) wireSize() int { return wireSize(&in.Piece, in.payloadLen()) }
-
-func wireSize(hdr *ringpb.Piece, payload int) int {
-	n := proto.Size(hdr)
-	if payload > 0 {
-		n += protowire.SizeTag(payloadField) + protowire.SizeBytes(payload)
-	}
-	return n
-}
-
 func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	in, ok := v.(*inPiece)
+	p, ok := v.(*Piece)
 	if !ok {
 		m, ok := v.(proto.Message)
 		if !ok {
 			return fmt.Errorf("allreduce: cannot unmarshal into %T", v)
 		}
-		b := data.Materialize()
-		return proto.Unmarshal(b, m)
+		return proto.Unmarshal(data.Materialize(), m)
 	}
-	if in.unmarshalFast(data) {
+	if p.unmarshalFast(data) {
 		return nil
 	}
-	if err := proto.Unmarshal(data.Materialize(), &in.Piece); err != nil {
+	var m ringpb.Piece
+	if err := proto.Unmarshal(data.Materialize(), &m); err != nil {
 		return err
 	}
-	if len(in.Payload) > 0 {
-		in.segs = mem.BufferSlice{mem.SliceBuffer(in.Payload)}
-	}
-	in.Payload = nil
+	*p = *fromProto(&m)
 	return nil
+}
+
+// fromProto is the Piece of a message decoded by protobuf; it takes m's payload.
+func fromProto(m *ringpb.Piece) *Piece {
+	p := &Piece{Run: m.Run, Epoch: m.Epoch, Step: m.Step, Phase: m.Phase, Chunk: m.Chunk, Index: m.Piece, Codec: m.Codec, Length: m.Length}
+	if len(m.Payload) > 0 {
+		p.Payload = mem.BufferSlice{mem.SliceBuffer(m.Payload)}
+	}
+	return p
 }
 
 // unmarshalFast parses the header fields and takes references to the payload's bytes where
 // they lie. It declines messages whose payload is not the last field.
-func (in *inPiece) unmarshalFast(data mem.BufferSlice) bool {
+func (p *Piece) unmarshalFast(data mem.BufferSlice) bool {
 	total := data.Len()
 	var first []byte
 	if len(data) > 0 {
@@ -174,22 +181,21 @@ func (in *inPiece) unmarshalFast(data mem.BufferSlice) bool {
 		b = prefix[:n]
 	}
 	off := 0
-	p := &in.Piece
 	for off < len(b) {
 		num, typ, n := protowire.ConsumeTag(b[off:])
 		if n < 0 {
 			return false
 		}
-		if num == payloadField && typ == protowire.BytesType {
+		if num == fieldPayload && typ == protowire.BytesType {
 			l, m := protowire.ConsumeVarint(b[off+n:])
 			if m < 0 || uint64(total-(off+n+m)) != l {
 				return false
 			}
-			in.segs = refRange(data, off+n+m)
+			p.Payload = refRange(data, off+n+m)
 			return true
 		}
 		off += n
-		if typ == protowire.BytesType && num == 1 {
+		if typ == protowire.BytesType && num == fieldRun {
 			s, m := protowire.ConsumeString(b[off:])
 			if m < 0 || !utf8.ValidString(s) { // proto3 strings must be UTF-8
 				return false
@@ -206,29 +212,29 @@ func (in *inPiece) unmarshalFast(data mem.BufferSlice) bool {
 		}
 		off += m
 		switch num {
-		case 2:
+		case fieldEpoch:
 			p.Epoch = x
-		case 3:
+		case fieldStep:
 			p.Step = x
-		case 4:
+		case fieldPhase:
 			p.Phase = ringpb.Phase(int32(x))
-		case 5:
+		case fieldChunk:
 			p.Chunk = uint32(x)
-		case 6:
-			p.Piece = uint32(x)
-		case 7:
+		case fieldPiece:
+			p.Index = uint32(x)
+		case fieldCodec:
 			p.Codec = uint32(x)
-		case 8:
+		case fieldLength:
 			p.Length = x
 		default:
 			return false
 		}
 	}
-	// No payload field within the prefix: an empty payload, or a layout left to proto.
+	// No payload field within the prefix: an empty payload, or a layout left to protobuf.
 	if off == total {
 		return true
 	}
-	proto.Reset(p)
+	*p = Piece{}
 	return false
 }
 

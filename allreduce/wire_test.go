@@ -23,13 +23,13 @@ func segments(b []byte, cuts ...int) mem.BufferSlice {
 	return append(bs, mem.SliceBuffer(b[prev:]))
 }
 
-// received is in as a plain Piece, payload included.
-func received(in *inPiece) *ringpb.Piece {
-	p := proto.Clone(&in.Piece).(*ringpb.Piece)
-	if in.payloadLen() > 0 {
-		p.Payload = in.segs.Materialize()
+// wirePiece is p as a protobuf message, payload included.
+func wirePiece(p *Piece) *ringpb.Piece {
+	m := &ringpb.Piece{Run: p.Run, Epoch: p.Epoch, Step: p.Step, Phase: p.Phase, Chunk: p.Chunk, Piece: p.Index, Codec: p.Codec, Length: p.Length}
+	if p.payloadLen() > 0 {
+		m.Payload = p.Payload.Materialize()
 	}
-	return p
+	return m
 }
 
 // TestFloatRuns: runs cover every value once, in order, however the bytes are split.
@@ -60,38 +60,51 @@ func TestFloatRuns(t *testing.T) {
 	}
 }
 
-// TestWireCodecRoundTrip: what the ring codec marshals is plain protobuf, and it reads back
-// both its own output and the standard encoding, however the transport splits the bytes.
+// TestWireCodecRoundTrip: what the ring codec marshals is plain protobuf of the size WireSize
+// says, and it reads back both its own output and the standard encoding, however the
+// transport splits the bytes.
 func TestWireCodecRoundTrip(t *testing.T) {
-	hdr := ringpb.Piece{Run: "run-1", Epoch: 3, Step: 99, Phase: ringpb.Phase_PHASE_ALL_GATHER, Chunk: 2, Piece: 5, Codec: 17, Length: 1 << 40}
 	payload := []byte("0123456789abcdefghijklmnopqrstuvwxyz")
-	o := &outPiece{payload: mem.BufferSlice{mem.SliceBuffer(payload)}}
-	proto.Merge(&o.Piece, &hdr)
-	bs, err := wireCodec{}.Marshal(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours := bs.Materialize()
-	if wireSize(&o.Piece, len(payload)) != len(ours) {
-		t.Errorf("wireSize %d, encoded %d bytes", o.wireSize(), len(ours))
-	}
-	want := proto.Clone(&hdr).(*ringpb.Piece)
-	want.Payload = payload
-	var std ringpb.Piece
-	if err := proto.Unmarshal(ours, &std); err != nil || !proto.Equal(&std, want) {
-		t.Fatalf("standard decoding of ours: %v, %v", &std, err)
-	}
-	stdBytes, _ := proto.Marshal(want)
-	for _, b := range [][]byte{ours, stdBytes} {
-		for _, cuts := range [][]int{nil, {1}, {5, 20}, {len(b) - 3}, {10, 11, 12, 40}} {
-			in := &inPiece{}
-			if err := (wireCodec{}).Unmarshal(segments(b, cuts...), in); err != nil {
+	for _, hdr := range []Piece{
+		{Run: "run-1", Epoch: 3, Step: 99, Phase: ringpb.Phase_PHASE_ALL_GATHER, Chunk: 2, Index: 5, Codec: 17, Length: 1 << 40},
+		{Run: "r", Phase: -1, Length: 1},
+		{},
+	} {
+		for _, withPayload := range []bool{true, false} {
+			p := hdr
+			if withPayload {
+				p.Payload = mem.BufferSlice{mem.SliceBuffer(payload)}
+			}
+			want := wirePiece(&p)
+			size := p.WireSize()
+			bs, err := wireCodec{}.Marshal(&p)
+			if err != nil {
 				t.Fatal(err)
 			}
-			if got := received(in); !proto.Equal(got, want) {
-				t.Errorf("cuts %v: got %v, want %v", cuts, got, want)
+			if p.Payload != nil {
+				t.Error("Marshal kept the payload")
 			}
-			in.release()
+			ours := bs.Materialize()
+			if size != len(ours) || size != proto.Size(want) {
+				t.Errorf("%v: WireSize %d, encoded %d bytes, protobuf %d", want, size, len(ours), proto.Size(want))
+			}
+			var std ringpb.Piece
+			if err := proto.Unmarshal(ours, &std); err != nil || !proto.Equal(&std, want) {
+				t.Fatalf("standard decoding of ours: %v, %v", &std, err)
+			}
+			stdBytes, _ := proto.Marshal(want)
+			for _, b := range [][]byte{ours, stdBytes} {
+				for _, cuts := range [][]int{nil, {1}, {5, 20}, {len(b) - 3}, {10, 11, 12, 40}} {
+					in := &Piece{}
+					if err := (wireCodec{}).Unmarshal(segments(b, cuts...), in); err != nil {
+						t.Fatal(err)
+					}
+					if got := wirePiece(in); !proto.Equal(got, want) {
+						t.Errorf("cuts %v: got %v, want %v", cuts, got, want)
+					}
+					in.Free()
+				}
+			}
 		}
 	}
 }
@@ -102,15 +115,15 @@ func FuzzWireUnmarshal(f *testing.F) {
 	f.Add(full, uint16(3))
 	f.Add([]byte{}, uint16(0))
 	f.Fuzz(func(t *testing.T, b []byte, cut uint16) {
-		in := &inPiece{}
+		in := &Piece{}
 		err := (wireCodec{}).Unmarshal(segments(b, int(cut)), in)
 		var want ringpb.Piece
 		werr := proto.Unmarshal(b, &want)
 		if (err == nil) != (werr == nil) {
 			t.Fatalf("codec error %v, protobuf error %v", err, werr)
 		}
-		if err == nil && !proto.Equal(received(in), &want) {
-			t.Fatalf("codec %v, protobuf %v", received(in), &want)
+		if err == nil && !proto.Equal(wirePiece(in), &want) {
+			t.Fatalf("codec %v, protobuf %v", wirePiece(in), &want)
 		}
 	})
 }

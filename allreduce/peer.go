@@ -8,22 +8,17 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
-
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
 
 // peer is the long-lived stream to one right-hand neighbour, reopened after a failure.
 type peer struct {
-	addr   string
-	conn   *grpc.ClientConn
-	client ringpb.RingClient
+	addr string
 
-	sendMu sync.Mutex // one SendMsg at a time
+	sendMu sync.Mutex // one Send at a time
 
 	mu      sync.Mutex // guards the fields below
-	stream  ringpb.Ring_PipeClient
+	stream  Stream
 	cancel  context.CancelFunc
 	gen     uint64
 	readerC chan struct{} // closed when the current stream's reader exits
@@ -38,24 +33,21 @@ func (r *Ring) peer(addr string) (*peer, error) {
 	if p := r.peers[addr]; p != nil {
 		return p, nil
 	}
-	conn, err := grpc.NewClient(addr, append(dialOptions(), r.cfg.DialOptions...)...)
-	if err != nil {
-		return nil, &PeerError{Peer: addr, Err: fmt.Errorf("dial: %w", err)}
-	}
-	p := &peer{addr: addr, conn: conn, client: ringpb.NewRingClient(conn)}
+	p := &peer{addr: addr}
 	r.peers[addr] = p
 	return p, nil
 }
 
 // send sends m on the stream to p, opening it if needed. On error the stream is reset.
-func (r *Ring) send(p *peer, m *outPiece) error {
+func (r *Ring) send(p *peer, m *Piece) error {
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
 	s, gen, err := r.openStream(p)
 	if err != nil {
+		m.Free()
 		return err
 	}
-	if err := s.SendMsg(m); err != nil {
+	if err := s.Send(m); err != nil {
 		p.reset(gen)
 		if errors.Is(err, io.EOF) {
 			err = errors.New("stream closed by neighbour")
@@ -65,7 +57,7 @@ func (r *Ring) send(p *peer, m *outPiece) error {
 	return nil
 }
 
-func (r *Ring) openStream(p *peer) (ringpb.Ring_PipeClient, uint64, error) {
+func (r *Ring) openStream(p *peer) (Stream, uint64, error) {
 	p.mu.Lock()
 	if p.stream != nil {
 		defer p.mu.Unlock()
@@ -79,13 +71,13 @@ func (r *Ring) openStream(p *peer) (ringpb.Ring_PipeClient, uint64, error) {
 	}
 	r.wg.Add(1) // the reader started below
 	r.mu.Unlock()
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(r.ctx, fromKey, r.cfg.Self))
+	ctx, cancel := context.WithCancel(r.ctx)
 	p.gen++
 	gen := p.gen
 	p.cancel = cancel // lets reset unblock the connection wait below
 	p.mu.Unlock()
 
-	s, err := p.client.Pipe(ctx, grpc.CallContentSubtype(wireCodecName))
+	s, err := r.transport.Open(ctx, p.addr)
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -130,7 +122,7 @@ func (p *peer) current() uint64 {
 }
 
 // readRefusals reads what the neighbour sends back on stream gen until it ends.
-func (r *Ring) readRefusals(p *peer, s ringpb.Ring_PipeClient, gen uint64) {
+func (r *Ring) readRefusals(p *peer, s Stream, gen uint64) {
 	for {
 		ref, err := s.Recv()
 		if err != nil {
@@ -179,23 +171,23 @@ func (r *Ring) refused(addr string, ref *ringpb.Refusal) {
 }
 
 // shutdown closes the send side, gives the neighbour up to d to take what is in flight,
-// then ends the stream and the connection.
+// then ends the stream.
 func (p *peer) shutdown(d time.Duration) {
 	p.sendMu.Lock() // no Send in progress; operations were failed, so their sends are done
 	defer p.sendMu.Unlock()
 	p.mu.Lock()
 	s, readerC := p.stream, p.readerC
 	p.mu.Unlock()
-	if s != nil {
-		if s.CloseSend() == nil {
-			t := time.NewTimer(d)
-			select {
-			case <-readerC:
-			case <-t.C:
-			}
-			t.Stop()
-		}
-		p.reset(p.current())
+	if s == nil {
+		return
 	}
-	p.conn.Close()
+	if s.CloseSend() == nil {
+		t := time.NewTimer(d)
+		select {
+		case <-readerC:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	p.reset(p.current())
 }
