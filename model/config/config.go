@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/internal/data"
 	"github.com/ncsn/ncsn/model"
 )
@@ -74,8 +75,8 @@ type Train struct {
 
 // AllReduce selects how gradients travel between workers.
 type AllReduce struct {
-	Codec      string   `yaml:"codec" json:"codec"`           // none | bf16 | int8
-	Compressor string   `yaml:"compressor" json:"compressor"` // none | zstd | s2
+	Codec      string   `yaml:"codec" json:"codec"`           // allreduce.Quants(): none, bf16, int8, ...
+	Compressor string   `yaml:"compressor" json:"compressor"` // allreduce.Compressors(): none, zstd, s2
 	ChunkBytes int      `yaml:"chunk_bytes" json:"chunk_bytes"`
 	Timeout    Duration `yaml:"timeout" json:"timeout"`
 }
@@ -278,10 +279,10 @@ func (c Config) check() error {
 		return fmt.Errorf("cluster.probe_interval %v, cluster.probe_timeout %v: want 0 < timeout <= interval", c.Cluster.ProbeInterval, c.Cluster.ProbeTimeout)
 	case c.Cluster.SuspicionMult < 1:
 		return fmt.Errorf("cluster.suspicion_mult: %d, want >= 1", c.Cluster.SuspicionMult)
-	case !slices.Contains([]string{"none", "bf16", "int8"}, c.AllReduce.Codec):
-		return fmt.Errorf("allreduce.codec: %q, want none, bf16 or int8", c.AllReduce.Codec)
-	case !slices.Contains([]string{"none", "zstd", "s2"}, c.AllReduce.Compressor):
-		return fmt.Errorf("allreduce.compressor: %q, want none, zstd or s2", c.AllReduce.Compressor)
+	case !slices.Contains(allreduce.Quants(), c.AllReduce.Codec):
+		return fmt.Errorf("allreduce.codec: %q, want one of %s", c.AllReduce.Codec, strings.Join(allreduce.Quants(), ", "))
+	case !slices.Contains(allreduce.Compressors(), c.AllReduce.Compressor):
+		return fmt.Errorf("allreduce.compressor: %q, want one of %s", c.AllReduce.Compressor, strings.Join(allreduce.Compressors(), ", "))
 	case c.AllReduce.ChunkBytes < 1024:
 		return fmt.Errorf("allreduce.chunk_bytes: %d, want >= 1024", c.AllReduce.ChunkBytes)
 	case c.AllReduce.Timeout <= 0:
