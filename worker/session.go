@@ -37,8 +37,8 @@ func (b *viewBox) get() (*coordpb.View, chan struct{}) {
 }
 
 // session is one join's views stream. Its receiver stores each view in box and aborts the
-// ring's operations of older epochs; when the stream ends, ctx is cancelled (ending the
-// session's calls) and ended is closed.
+// ring's operations of older epochs; when the stream fails, ctx is cancelled (ending the
+// session's calls); when it ends, with the done view or not, ended is closed.
 type session struct {
 	ctx    context.Context // the session's calls end with it
 	cancel context.CancelFunc
@@ -58,11 +58,11 @@ func openSession(ctx context.Context, client coordpb.CoordinatorClient, id strin
 	s := &session{ctx: sctx, cancel: cancel, box: viewBox{ch: make(chan struct{})}, ended: make(chan struct{})}
 	go func() {
 		defer close(s.ended)
-		defer cancel()
 		for {
 			v, err := stream.Recv()
 			if err != nil {
 				s.err = err
+				cancel() // the coordinator is gone: so are the session's calls
 				return
 			}
 			if !s.box.offer(v) {
@@ -73,6 +73,7 @@ func openSession(ctx context.Context, client coordpb.CoordinatorClient, id strin
 				ring.Abort(v.Epoch) // ends the in-flight all-reduce of an older view
 			}
 			if v.Done {
+				// The stream ends, but calls in flight (rank 0's last commit) may finish.
 				s.err = errors.New("the run is complete")
 				return
 			}
