@@ -96,7 +96,7 @@ func newStub(t testing.TB, rc config.Config) *stubCoordinator {
 		// The stub never probes: a node leaves its pool only by saying so (Leave) or by
 		// another node's report, never by the stub's own failure detector.
 		ProbeInterval: time.Hour,
-		Meta: cluster.Meta{Role: cluster.RoleCoordinator, Run: rc.Run.ID}, Events: departures(s.Departures),
+		Meta:          cluster.Meta{Role: cluster.RoleCoordinator, Run: rc.Run.ID}, Events: departures(s.Departures),
 	}); err != nil {
 		t.Fatal(err)
 	}
