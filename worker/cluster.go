@@ -228,7 +228,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 		o, err := r.work(ctx)
 		to, ok := next(from, o)
 		if !ok {
-			o, to, err = Fault, Failed, fmt.Errorf("worker: outcome %v in phase %v (a bug): %w", o, from, err)
+			err = errors.Join(fmt.Errorf("worker: outcome %v in phase %v (a bug)", o, from), err)
+			o, to = Fault, Failed
 		}
 		r.phase = to
 		c.transition(r, Transition{From: from, To: to, Outcome: o, Epoch: r.epoch(), Step: r.step(), Err: err})
