@@ -112,10 +112,6 @@ func NewCluster(cfg ClusterConfig) (_ *Cluster, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m, err := newWorkerMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
 	lis := cfg.Listener
 	if lis == nil {
 		if cfg.Listen == "" {
@@ -145,6 +141,11 @@ func NewCluster(cfg ClusterConfig) (_ *Cluster, err error) {
 	conn, err := grpc.NewClient(cfg.Join, append(opts, cfg.DialOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("worker: coordinator %s: %w", cfg.Join, err)
+	}
+	m, err := newWorkerMetrics(cfg.Registerer)
+	if err != nil {
+		conn.Close()
+		return nil, err
 	}
 	c := &Cluster{
 		cfg: cfg, auth: auth, lis: lis, conn: conn, client: coordpb.NewCoordinatorClient(conn), self: self, m: m,
