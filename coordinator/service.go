@@ -10,11 +10,9 @@ import (
 	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/coordinator/membership"
 	"github.com/ncsn/ncsn/internal/cluster"
+	"github.com/ncsn/ncsn/model"
 	"github.com/ncsn/ncsn/proto/coordpb"
 )
-
-// stateChunk is the size of one State message's data.
-const stateChunk = 1 << 20
 
 // refusalCodes maps the core's refusals to gRPC status codes; a worker branches on
 // them (a refused join ends it, a completed run ends it well, the rest retry).
@@ -134,25 +132,12 @@ func (s *Server) State(req *coordpb.StateRequest, stream coordpb.Coordinator_Sta
 		s.mu.Unlock()
 		return status.Errorf(codes.NotFound, "unknown worker %q: join first", req.WorkerId)
 	}
-	st := s.core.State()
-	buf := make([]byte, 0, 4*(2*len(st.Params)+len(st.EMA)+len(st.Adam.M)))
-	for _, v := range [][]float32{st.Params, st.EMA, st.Adam.M, st.Adam.V} {
-		buf = cluster.AppendFloats(buf, v)
-	}
-	h := s.core.Hash()
-	hdr := &coordpb.StateHeader{Step: st.Step(), Params: uint64(len(st.Params)), Ema: uint64(len(st.EMA)), Hash: h[:]}
+	msgs := model.EncodeStateStream(s.core.State(), s.core.Hash(), 0)
 	s.mu.Unlock()
-	first := true
-	for first || len(buf) > 0 {
-		n := min(len(buf), stateChunk)
-		m := &coordpb.StateChunk{Data: buf[:n]}
-		if first {
-			m.Header, first = hdr, false
-		}
+	for _, m := range msgs {
 		if err := stream.Send(m); err != nil {
 			return err
 		}
-		buf = buf[n:]
 	}
 	s.m.stateDownloads.Inc()
 	return nil

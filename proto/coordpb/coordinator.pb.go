@@ -409,9 +409,13 @@ func (x *StateRequest) GetWorkerId() string {
 type StateChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The first message carries the header; every message may carry data, the concatenation
-	// of params, ema, adam_m and adam_v as little-endian float32.
-	Header        *StateHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Data          []byte       `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// of params, ema, adam_m and adam_v as little-endian float32 (whole values). model's
+	// statestream.go is the one encoder and decoder of this stream.
+	Header *StateHeader `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Data   []byte       `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// offset is the position of data's first byte in the concatenation: a lost, repeated or
+	// reordered message is an error, not a silently wrong state.
+	Offset        uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +462,13 @@ func (x *StateChunk) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *StateChunk) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 type StateHeader struct {
@@ -1231,11 +1242,12 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x04done\x18\x05 \x01(\bR\x04done\x12\x18\n" +
 	"\awaiting\x18\x06 \x01(\bR\awaiting\"+\n" +
 	"\fStateRequest\x12\x1b\n" +
-	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"Z\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"r\n" +
 	"\n" +
 	"StateChunk\x128\n" +
 	"\x06header\x18\x01 \x01(\v2 .ncsn.coordinator.v1.StateHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"_\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\"_\n" +
 	"\vStateHeader\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x16\n" +
 	"\x06params\x18\x02 \x01(\x04R\x06params\x12\x10\n" +
