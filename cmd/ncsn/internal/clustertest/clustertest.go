@@ -216,9 +216,10 @@ func (w *Worker) Wait(t testing.TB, d time.Duration) error {
 	}
 }
 
-// Kill stops the worker at once and waits for its goroutines.
+// Kill crashes the worker, as kill -9 would: no memberlist Leave, no goodbye to the
+// coordinator, connections dropped. It waits for its goroutines.
 func (w *Worker) Kill() {
-	w.Close()
+	w.Cluster.Kill()
 	<-w.done
 }
 
