@@ -287,6 +287,13 @@ func (s *Server) Committed() []int64 {
 	return s.core.Committed()
 }
 
+// Step is the committed step: the updates applied to the canonical state.
+func (s *Server) Step() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.core.State().Step()
+}
+
 // Snapshot copies the canonical state into dst (same layout).
 func (s *Server) Snapshot(dst *model.State) error {
 	s.mu.Lock()
@@ -381,6 +388,9 @@ func (s *Server) shutdown(kill bool) {
 		if kill {
 			s.killed.Store(true)
 			s.ckq.drop()
+		} else {
+			// Commit nothing more, and checkpoint the last committed step.
+			s.step(func(c *membership.Core) { c.Stop() })
 		}
 		s.close()
 		if kill {

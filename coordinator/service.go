@@ -29,6 +29,7 @@ var refusalCodes = map[membership.Reason]codes.Code{
 	membership.Waiting:        codes.FailedPrecondition,
 	membership.RunFailed:      codes.Unavailable,
 	membership.ApplyFailed:    codes.Internal,
+	membership.Stopping:       codes.Unavailable,
 }
 
 func refusalStatus(err error) error {

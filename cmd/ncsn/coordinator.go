@@ -129,6 +129,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer wait()
 	if err := c.Run(ctx); err != nil {
+		if ctx.Err() != nil {
+			// Run has checkpointed the last committed step.
+			losses.Close()
+			return interrupted{c.Step()}
+		}
 		return err
 	}
 	cancelSnaps()

@@ -82,6 +82,12 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer l.Close()
 	fmt.Fprintf(stdout, "output: %s (logs in %s)\n", *out, l.Logs())
 	if err := l.Run(ctx); err != nil {
+		if ctx.Err() != nil {
+			// The coordinator checkpointed its last committed step before it exited.
+			if _, c, _, oerr := samples.Open(ckpts); oerr == nil {
+				return interrupted{c.Step}
+			}
+		}
 		return err
 	}
 	fmt.Fprintf(stdout, "checkpoints: %s\nloss curve: %s\n", ckpts, filepath.Join(*out, "loss.png"))

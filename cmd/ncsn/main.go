@@ -59,9 +59,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stderr)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+	// The first SIGINT or SIGTERM stops the command as it chooses (a long run checkpoints
+	// its last committed step); a second one kills the process as usual.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case sig := <-sigc:
+			signal.Stop(sigc)
+			cancel(signalError{sig.(syscall.Signal)})
+		case <-ctx.Done():
+		}
+	}()
+	err := cmd.run(ctx, args[1:], stdout, stderr)
+	signal.Stop(sigc)
+	var sig signalError
+	if errors.As(context.Cause(ctx), &sig) {
+		var in interrupted
+		if errors.As(err, &in) {
+			fmt.Fprintf(stderr, "ncsn %s: interrupted at step %d; run the same command to resume\n", args[0], in.step)
+		} else if err != nil && !errors.Is(err, context.Canceled) {
+			fmt.Fprintf(stderr, "ncsn %s: %v\n", args[0], err)
+		} else {
+			fmt.Fprintf(stderr, "ncsn %s: interrupted\n", args[0])
+		}
+		return 128 + int(sig.sig) // 130 for SIGINT, 143 for SIGTERM, as shells report them
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -76,6 +102,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// signalError is the cause of a command's context ending on a signal.
+type signalError struct{ sig syscall.Signal }
+
+func (e signalError) Error() string { return "signal: " + e.sig.String() }
+
+// interrupted is the error of a run stopped by a signal after checkpointing its
+// committed step.
+type interrupted struct{ step int64 }
+
+func (e interrupted) Error() string { return fmt.Sprintf("interrupted at step %d", e.step) }
 
 // usageError marks errors in how a command was called (exit status 2).
 type usageError struct{ err error }

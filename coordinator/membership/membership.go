@@ -54,12 +54,14 @@ const (
 	Waiting                          // the ring waits for cluster.min_workers
 	RunFailed                        // the run has failed (its final checkpoint could not be written)
 	ApplyFailed                      // the update could not be applied (the state is unchanged)
+	Stopping                         // the coordinator is stopping
 )
 
 var reasonNames = map[Reason]string{
 	RefusedVersion: "version", RefusedRun: "run", BadRequest: "bad-request", RunComplete: "complete",
 	RunFull: "full", UnknownWorker: "unknown-worker", StaleEpoch: "stale-epoch", NotRank0: "not-rank-0",
 	WrongStep: "wrong-step", Waiting: "waiting", RunFailed: "failed", ApplyFailed: "apply-failed",
+	Stopping: "stopping",
 }
 
 func (r Reason) String() string {
@@ -166,6 +168,7 @@ const (
 	finishing       // the last step is applied; its checkpoint is being written
 	done
 	failed
+	stopped // the shell is stopping: nothing more is committed
 )
 
 type worker struct {
@@ -207,6 +210,7 @@ type Core struct {
 	reports map[int64][]hashReport
 
 	firstStep int64
+	ckptStep  int64 // the step of the newest checkpoint asked for (or resumed from)
 	committed []int64
 	loss      float64
 
@@ -228,7 +232,7 @@ func New(cfg Config) (*Core, error) {
 		cfg: cfg, total: cfg.Run.Run.Steps, batch: cfg.Run.Train.GlobalBatch, state: cfg.State,
 		stats:   model.NewLossStats(cfg.Run.Noise.Levels),
 		workers: map[string]*worker{}, hashes: map[int64][32]byte{}, reports: map[int64][]hashReport{},
-		firstStep: cfg.State.Step(),
+		firstStep: cfg.State.Step(), ckptStep: cfg.State.Step(),
 	}
 	c.view = View{CommittedStep: c.state.Step(), Waiting: true}
 	if c.state.Step() >= c.total {
@@ -347,6 +351,8 @@ func (c *Core) Commit(r Commit) (CommitReply, error) {
 		return CommitReply{}, refuse(RunComplete, "the run is complete")
 	case failed:
 		return CommitReply{}, refuse(RunFailed, "the run failed")
+	case stopped:
+		return CommitReply{}, refuse(Stopping, "the coordinator is stopping")
 	}
 	if r.Epoch != c.epoch {
 		return CommitReply{}, refuse(StaleEpoch, "stale epoch %d: the ring is at epoch %d", r.Epoch, c.epoch)
@@ -396,6 +402,7 @@ func (c *Core) Commit(r Commit) (CommitReply, error) {
 	final := now == c.total
 	if now%c.cfg.Run.Run.CheckpointEvery == 0 || final {
 		c.ready.Checkpoints = append(c.ready.Checkpoints, &Checkpoint{Step: now, State: model.CopyState(c.spare, c.state), Final: final})
+		c.ckptStep = now
 		c.spare = nil
 	}
 	if final {
@@ -483,6 +490,21 @@ func (c *Core) CheckpointWritten(ck *Checkpoint, err error) {
 	c.view = View{Epoch: c.epoch + 1, CommittedStep: c.state.Step(), Done: true, Reason: "run complete"}
 	c.ready.Views = append(c.ready.Views, c.view)
 	c.ready.Done = true
+}
+
+// Stop is the shell's graceful stop (SIGINT, SIGTERM, an eviction): nothing is
+// committed after it, and the committed state is checkpointed unless a checkpoint of
+// its step was already asked for, so a stop loses no committed step.
+func (c *Core) Stop() {
+	if c.phase != running {
+		return
+	}
+	c.phase = stopped
+	if step := c.state.Step(); step > c.ckptStep {
+		c.ready.Checkpoints = append(c.ready.Checkpoints, &Checkpoint{Step: step, State: model.CopyState(c.spare, c.state)})
+		c.spare = nil
+		c.ckptStep = step
+	}
 }
 
 func (c *Core) fail(err error) {

@@ -109,6 +109,8 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 		}
 		p("checkpoint of step %d: %s", ck.Step, answer("written", err))
 		h.core.CheckpointWritten(ck, err)
+	case "stop":
+		h.core.Stop()
 	case "status":
 		p("%s", h.status())
 		return out.String()

@@ -180,11 +180,13 @@ func (l *Launcher) train(ctx context.Context) error {
 		return fmt.Errorf("launch: %w", err)
 	}
 	var workers []*child
+	// The coordinator stops first: it commits nothing more and checkpoints the last
+	// committed step; then the workers, which have nothing to save.
 	stopAll := func() {
+		coord.stop(l.cfg.Grace + 5*time.Second)
 		for _, w := range workers {
 			w.stop(l.cfg.Grace)
 		}
-		coord.stop(l.cfg.Grace + 5*time.Second)
 	}
 	for i := range l.cfg.Workers {
 		w, err := l.start(fmt.Sprintf("worker-%d", i), append([]string{"worker", "--join", addrs.GRPC, "--listen", "127.0.0.1:0",
