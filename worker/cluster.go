@@ -349,8 +349,12 @@ func (c *Cluster) join(ctx context.Context, timeout time.Duration, lastEpoch uin
 	defer cancel()
 	req := &coordpb.JoinRequest{Version: c.cfg.Version, RunId: c.cfg.RunID, Name: c.name, RingAddr: c.self, LastEpoch: lastEpoch}
 	wait := 100 * time.Millisecond
+	start := time.Now()
+	c.log.Info("joining the coordinator", "addr", c.cfg.Join)
 	for {
-		cctx, ccancel := context.WithTimeout(jctx, 5*time.Second)
+		// Each attempt waits at most a few seconds for a connection, so a worker whose
+		// coordinator is not there yet says so every few seconds, with the reason.
+		cctx, ccancel := context.WithTimeout(jctx, 3*time.Second)
 		resp, err := c.client.Join(cctx, req, grpc.WaitForReady(true))
 		ccancel()
 		if err == nil {
@@ -365,6 +369,7 @@ func (c *Cluster) join(ctx context.Context, timeout time.Duration, lastEpoch uin
 		case codes.FailedPrecondition, codes.PermissionDenied, codes.Unauthenticated, codes.ResourceExhausted, codes.InvalidArgument:
 			return nil, Refused, fmt.Errorf("worker: join refused by the coordinator at %s: %s", c.cfg.Join, status.Convert(err).Message())
 		}
+		c.log.Warn("waiting for the coordinator", "addr", c.cfg.Join, "waited", time.Since(start).Round(time.Second), "of", timeout, "err", status.Convert(err).Message())
 		select {
 		case <-ctx.Done():
 			return nil, Cancelled, ctx.Err()

@@ -214,3 +214,19 @@ func TestRunFolderLocked(t *testing.T) {
 		t.Error("a refused run wrote config.yaml")
 	}
 }
+
+// A worker whose coordinator is not there says so at once and every few seconds,
+// naming the address and the error.
+func TestWorkerWaitingSaysSo(t *testing.T) {
+	_, errs, code := ncsn(t, "worker", "--join", "127.0.0.1:1", "--join-timeout", "9s", "--listen", "127.0.0.1:0")
+	if code == 0 {
+		t.Fatal("joined nothing, exited 0")
+	}
+	first := strings.Index(errs, "joining the coordinator")
+	if first < 0 || !strings.Contains(errs[first:strings.Index(errs[first:], "\n")+first], "127.0.0.1:1") {
+		t.Errorf("no 'joining the coordinator' line naming the address:\n%s", errs)
+	}
+	if n := strings.Count(errs, "waiting for the coordinator"); n < 2 || !strings.Contains(errs, "connection refused") {
+		t.Errorf("%d 'waiting for the coordinator' lines in 9 s, want one every few seconds with the error:\n%s", n, errs)
+	}
+}
