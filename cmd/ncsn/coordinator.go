@@ -37,6 +37,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address")
 	addrFile := fs.String("addr-file", "", "once listening, write the gRPC and gossip addresses to this file as JSON (for scripts and launchers)")
 	doneGrace := fs.Duration("done-grace", 10*time.Second, "after the run, how long to wait for workers to hang up")
+	tf := addTLSFlags(fs)
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples\nfrom the EMA weights into DIR/snapshots; the commits do not wait for it.")
@@ -94,7 +95,12 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 			}
 		}
 	}
+	serverOpts, err := tf.server()
+	if err != nil {
+		return err
+	}
 	cc := coordinator.Config{
+		ServerOptions: serverOpts,
 		Run: rc, Out: *out, Listen: *listen, Gossip: *gossip, GossipAdvertise: *gossipAdv,
 		Secret: secret, Version: version, Logger: log, Registerer: reg, DoneGrace: *doneGrace,
 		OnCommit: onCommit,

@@ -9,8 +9,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/ncsn/ncsn/internal/cluster"
 	"github.com/ncsn/ncsn/internal/runlock"
 	"github.com/ncsn/ncsn/model/config"
+	"google.golang.org/grpc"
 )
 
 // setFlags collects repeated --set key=value flags.
@@ -94,4 +96,43 @@ func lockRun(out string) (*runlock.Lock, error) {
 // lossTitle heads a run's loss curve.
 func lossTitle(rc config.Config) string {
 	return fmt.Sprintf("%s loss, %s on %s", strings.ToUpper(rc.Train.Loss), rc.Model.Arch, rc.Data.Name)
+}
+
+// tlsFlags are the TLS flags of the commands that speak gRPC.
+type tlsFlags struct{ cert, key, ca *string }
+
+func addTLSFlags(fs *flag.FlagSet) *tlsFlags {
+	return &tlsFlags{
+		cert: fs.String("tls-cert", "", "PEM certificate of this node (TLS for gRPC; with --tls-key)"),
+		key:  fs.String("tls-key", "", "PEM private key of --tls-cert"),
+		ca:   fs.String("tls-ca", "", "PEM CA that signs every node's certificate: peers must present one it signed (mutual TLS)"),
+	}
+}
+
+func (f *tlsFlags) files() cluster.TLSFiles {
+	return cluster.TLSFiles{Cert: *f.cert, Key: *f.key, CA: *f.ca}
+}
+
+// server is the gRPC server option of the flags, nil without TLS.
+func (f *tlsFlags) server() ([]grpc.ServerOption, error) {
+	if !f.files().Enabled() {
+		return nil, nil
+	}
+	o, err := f.files().ServerOption()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return []grpc.ServerOption{o}, nil
+}
+
+// dial is the gRPC dial option of the flags, nil without TLS.
+func (f *tlsFlags) dial() ([]grpc.DialOption, error) {
+	if !f.files().Enabled() {
+		return nil, nil
+	}
+	o, err := f.files().DialOption()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return []grpc.DialOption{o}, nil
 }

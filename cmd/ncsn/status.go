@@ -28,6 +28,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	watch := fs.Duration("watch", 0, "refresh every this long until the run is done (e.g. 2s); 0 prints once")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the coordinator to answer")
+	tf := addTLSFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn status --coordinator HOST:PORT [--json] [--watch 2s]")
 		printFlags(fs)
@@ -38,7 +39,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *addr == "" {
 		return usageError{fmt.Errorf("--coordinator is required")}
 	}
-	st, err := dialStatus(*addr, *secretFile)
+	dialOpts, err := tf.dial()
+	if err != nil {
+		return err
+	}
+	st, err := dialStatus(*addr, *secretFile, dialOpts...)
 	if err != nil {
 		return err
 	}
@@ -73,7 +78,7 @@ type statusClient struct {
 	addr string
 }
 
-func dialStatus(addr, secretFile string) (*statusClient, error) {
+func dialStatus(addr, secretFile string, extra ...grpc.DialOption) (*statusClient, error) {
 	secret, _, err := cluster.LoadSecret(secretFile)
 	if err != nil {
 		return nil, err
@@ -83,7 +88,7 @@ func dialStatus(addr, secretFile string) (*statusClient, error) {
 		return nil, err
 	}
 	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, auth.DialOptions()...)
-	conn, err := grpc.NewClient(addr, opts...)
+	conn, err := grpc.NewClient(addr, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("status: %s: %w", addr, err)
 	}

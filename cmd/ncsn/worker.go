@@ -35,6 +35,7 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address")
 	joinTimeout := fs.Duration("join-timeout", 30*time.Second, "give up if the coordinator cannot be joined within this time")
 	rejoinTimeout := fs.Duration("rejoin-timeout", 2*time.Minute, "after losing the coordinator, give up re-joining after this time")
+	tf := addTLSFlags(fs)
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn worker --join HOST:PORT [--listen ADDR] [--gossip ADDR] [--data-root DIR]\n\nTrains its share of every step until the coordinator reports the run complete.")
@@ -63,8 +64,17 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cluster.CheckExposure(def, *insecure, *listen, *gossip); err != nil {
 		return usageError{err}
 	}
+	serverOpts, err := tf.server()
+	if err != nil {
+		return err
+	}
+	dialOpts, err := tf.dial()
+	if err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	w, err := worker.NewCluster(worker.ClusterConfig{
+		ServerOptions: serverOpts, DialOptions: dialOpts,
 		Join: *join, Listen: *listen, Advertise: *advertise, Gossip: *gossip, GossipAdvertise: *gossipAdv,
 		Secret: secret, Version: version, RunID: *runID, DataRoot: *dataRoot, Logger: log, Registerer: reg,
 		JoinTimeout: *joinTimeout, RejoinTimeout: *rejoinTimeout,
