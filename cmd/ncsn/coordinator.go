@@ -101,7 +101,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	cc := coordinator.Config{
 		ServerOptions: serverOpts,
-		Run: rc, Out: *out, Listen: *listen, Gossip: *gossip, GossipAdvertise: *gossipAdv,
+		Run:           rc, Out: *out, Listen: *listen, Gossip: *gossip, GossipAdvertise: *gossipAdv,
 		Secret: secret, Version: version, Logger: log, Registerer: reg, DoneGrace: *doneGrace,
 		OnCommit: onCommit,
 	}
