@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/internal/runlock"
+	"github.com/ncsn/ncsn/internal/safetensors"
+	"github.com/ncsn/ncsn/model"
 	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/proto/coordpb"
 )
@@ -228,5 +231,47 @@ func TestWorkerWaitingSaysSo(t *testing.T) {
 	}
 	if n := strings.Count(errs, "waiting for the coordinator"); n < 2 || !strings.Contains(errs, "connection refused") {
 		t.Errorf("%d 'waiting for the coordinator' lines in 9 s, want one every few seconds with the error:\n%s", n, errs)
+	}
+}
+
+// --resume starts a new run folder from another run's checkpoint: it continues the step
+// count, may change free keys (a fine-tune with another lr), records where it came from,
+// and refuses what cannot work.
+func TestResumeFrom(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	base := []string{"--set", "data.name=gmm", "--set", "run.samples=0", "--set", "run.checkpoint_every=100"}
+	if _, errs, code := ncsn(t, append([]string{"train", "--out", a, "--set", "run.steps=200"}, base...)...); code != 0 {
+		t.Fatalf("train: %s", errs)
+	}
+	args := append([]string{"train", "--out", b, "--resume", a, "--set", "run.steps=300", "--set", "train.lr=1e-4"}, base...)
+	if _, errs, code := ncsn(t, args...); code != 0 {
+		t.Fatalf("train --resume: %s", errs)
+	}
+	f, err := safetensors.ReadFile(filepath.Join(b, "checkpoints", "ckpt-300.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := config.FromJSON([]byte(f.Metadata[model.MetaConfig]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(a, "checkpoints", "ckpt-200.safetensors") + "@200"; rc.Run.Origin != want || rc.Train.LR != 1e-4 {
+		t.Errorf("the fine-tune's checkpoint: origin %q (want %q), lr %v", rc.Run.Origin, want, rc.Train.LR)
+	}
+	if loss, err := plot.ReadLossLog(filepath.Join(b, "loss.csv")); err != nil || len(loss) != 300 || loss[199] != 0 || loss[200] == 0 {
+		t.Errorf("the fine-tune's loss log: %d steps, %v; want steps 201-300 only", len(loss), err)
+	}
+	for _, tc := range []struct {
+		sets []string
+		want string
+	}{
+		{[]string{"--out", b, "--set", "run.steps=400"}, "already holds checkpoints"},
+		{[]string{"--out", t.TempDir(), "--set", "run.steps=150"}, "set run.steps above it"},
+		{[]string{"--out", t.TempDir(), "--set", "run.steps=400", "--set", "model.hidden=64"}, "set the same model keys"},
+	} {
+		args := append(append([]string{"train", "--resume", a}, tc.sets...), base...)
+		if _, errs, code := ncsn(t, args...); code != 2 || !strings.Contains(errs, tc.want) {
+			t.Errorf("ncsn %v: exit %d, %q; want 2 and %q", args, code, errs, tc.want)
+		}
 	}
 }

@@ -38,9 +38,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	addrFile := fs.String("addr-file", "", "once listening, write the gRPC and gossip addresses to this file as JSON (for scripts and launchers)")
 	doneGrace := fs.Duration("done-grace", 10*time.Second, "after the run, how long to wait for workers to hang up")
 	tf := addTLSFlags(fs)
+	resume := fs.String("resume", "", resumeHelp)
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples\nfrom the EMA weights into DIR/snapshots; the commits do not wait for it.")
+		fmt.Fprintln(stderr, "usage: ncsn coordinator --config FILE [--set key=value]... [--listen ADDR] [--gossip ADDR] [--out DIR] [--resume FILE|DIR]\n\nServes the run until its last step is committed and checkpointed, then exits 0.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples\nfrom the EMA weights into DIR/snapshots; the commits do not wait for it.")
 		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
@@ -74,6 +75,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer lock.Release()
+	if *resume != "" {
+		if err := startFrom(*resume, *out, &rc, log); err != nil {
+			return err
+		}
+	}
 	// Every committed step's loss goes to DIR/loss.csv; DIR/loss.png is drawn from it at the end.
 	lossPath := filepath.Join(*out, "loss.csv")
 	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)

@@ -27,9 +27,10 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rcf := addRunConfigFlags(fs)
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, logs/, samples")
 	metrics := fs.String("metrics", "", "serve the run's Prometheus metrics (the coordinator's) on this address")
+	resume := fs.String("resume", "", resumeHelp)
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn launch --workers N [--config FILE] [--set key=value]... [--out DIR]\n\nStarts a coordinator and N workers on localhost (free ports), trains run.steps steps,\nwrites DIR/checkpoints/*.safetensors, then samples. Each process logs to DIR/logs/.\nThe coordinator process draws the run.sample_every snapshots into DIR/snapshots.")
+		fmt.Fprintln(stderr, "usage: ncsn launch --workers N [--config FILE] [--set key=value]... [--out DIR] [--resume FILE|DIR]\n\nStarts a coordinator and N workers on localhost (free ports), trains run.steps steps,\nwrites DIR/checkpoints/*.safetensors, then samples. Each process logs to DIR/logs/.\nThe coordinator process draws the run.sample_every snapshots into DIR/snapshots.")
 		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
@@ -62,6 +63,11 @@ func runLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer lock.Release()
+	if *resume != "" {
+		if err := startFrom(*resume, *out, &rc, log); err != nil {
+			return err
+		}
+	}
 	ckpts := filepath.Join(*out, "checkpoints")
 	path := filepath.Join(*out, samples.DefaultName(rc))
 	lc := launch.Config{

@@ -25,9 +25,10 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	rcf := addRunConfigFlags(fs)
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, samples; an existing run there is resumed")
+	resume := fs.String("resume", "", resumeHelp)
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples into DIR/snapshots.")
+		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR] [--resume FILE|DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples into DIR/snapshots.")
 		printFlags(fs)
 		fmt.Fprint(stderr, configDefaultsHelp)
 	}
@@ -47,6 +48,11 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer lock.Release()
+	if *resume != "" {
+		if err := startFrom(*resume, *out, &rc, log); err != nil {
+			return err
+		}
+	}
 	lossPath := filepath.Join(*out, "loss.csv")
 	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)
 	if err != nil {

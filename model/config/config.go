@@ -58,6 +58,9 @@ type Run struct {
 	SampleEvery int64 `yaml:"sample_every" json:"sample_every"`
 	// SnapshotSamples is how many samples a snapshot draws.
 	SnapshotSamples int `yaml:"snapshot_samples" json:"snapshot_samples"`
+	// Origin is the checkpoint a run started from with --resume ("PATH@STEP"), kept in
+	// every checkpoint's config; empty for a run started from scratch.
+	Origin string `yaml:"origin,omitempty" json:"origin,omitempty"`
 }
 
 // Train holds the optimizer settings.
