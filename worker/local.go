@@ -11,6 +11,7 @@ import (
 
 	"github.com/ncsn/ncsn/model"
 	"github.com/ncsn/ncsn/model/config"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // StepInfo describes one applied step, for progress displays and metrics.
@@ -32,6 +33,8 @@ type LocalConfig struct {
 	Logger *slog.Logger
 	// OnStep, if set, is called after every step.
 	OnStep func(StepInfo)
+	// Registerer receives the run's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
 	// Snapshots, if set, is offered the EMA weights (the parameters when the
 	// EMA is off) after every step; it copies the ones it takes and never blocks.
 	Snapshots interface {
@@ -49,6 +52,7 @@ type Local struct {
 	ckpt    *model.CheckpointDir
 	sigmas  []float64
 	log     *slog.Logger
+	m       *localMetrics
 }
 
 // NewLocal opens the data, builds the model and resumes from the newest
@@ -65,13 +69,17 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	m, err := newLocalMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	r, err := newReplica(rc)
 	if err != nil {
 		return nil, err
 	}
 	net, state := r.net, r.state
 	l := &Local{
-		cfg: cfg, net: net, state: state, trainer: r.trainer, sigmas: r.sigmas, log: log,
+		cfg: cfg, net: net, state: state, trainer: r.trainer, sigmas: r.sigmas, log: log, m: m,
 		ckpt: &model.CheckpointDir{Dir: filepath.Join(cfg.Out, "checkpoints"), Keep: rc.Run.Keep, Logger: log},
 	}
 	path, err := l.ckpt.Resume(net.Params(), state, rc.CheckpointRun())
@@ -123,6 +131,7 @@ func (l *Local) Run(ctx context.Context) error {
 			Step: done, Total: rc.Run.Steps, Loss: stats.Mean(), PerLevel: stats.PerLevel(), GradNorm: norm, Workers: 1,
 			SamplesPerSec: float64((done-start)*int64(B)) / time.Since(t0).Seconds(),
 		}
+		l.m.observe(info)
 		if l.cfg.OnStep != nil {
 			l.cfg.OnStep(info)
 		}

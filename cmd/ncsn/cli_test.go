@@ -275,3 +275,15 @@ func TestResumeFrom(t *testing.T) {
 		}
 	}
 }
+
+// train --metrics serves the run's metrics while it trains.
+func TestTrainMetrics(t *testing.T) {
+	maddr, scraped := watchMetrics(t, "ncsn_train_loss_per_level")
+	if _, errs, code := ncsn(t, "train", "--out", t.TempDir(), "--metrics", maddr, "--set", "data.name=gmm",
+		"--set", "run.steps=3000", "--set", "run.samples=0"); code != 0 {
+		t.Fatalf("train: %s", errs)
+	}
+	if !scraped() {
+		t.Error("train --metrics: no metrics served during the run")
+	}
+}

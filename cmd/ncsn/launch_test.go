@@ -25,40 +25,14 @@ func TestLaunch(t *testing.T) {
 	t.Setenv("NCSN_TEST_AS_MAIN", "1")
 	dir := t.TempDir()
 	// --metrics serves the run's metrics while it trains.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	maddr := lis.Addr().String()
-	lis.Close()
-	scraped := make(chan bool, 1)
-	stop := make(chan struct{})
-	go func() {
-		defer close(scraped)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			if r, err := http.Get("http://" + maddr + "/metrics"); err == nil {
-				b, _ := io.ReadAll(r.Body)
-				r.Body.Close()
-				if strings.Contains(string(b), "ncsn_coordinator_committed_steps_total") {
-					scraped <- true
-					return
-				}
-			}
-		}
-	}()
+	maddr, scraped := watchMetrics(t, "ncsn_coordinator_committed_steps_total")
 	out, errs, code := ncsn(t, "launch", "--workers", "2", "--out", dir, "--metrics", maddr, "--set", "data.name=gmm", "--set", "run.steps=300",
 		"--set", "run.checkpoint_every=100", "--set", "run.samples=100", "--set", "sample.steps_per_level=5",
 		"--set", "run.sample_every=100", "--set", "run.snapshot_samples=50")
 	if code != 0 {
 		t.Fatalf("launch exited %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
-	close(stop)
-	if !<-scraped {
+	if !scraped() {
 		t.Error("launch --metrics: the coordinator's metrics were never served")
 	}
 	for _, want := range []string{"checkpoints: ", "loss curve: ", "samples: "} {
@@ -100,4 +74,38 @@ func TestWorkerCannotJoin(t *testing.T) {
 	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("took %v to give up with a 2s join timeout", d)
 	}
+}
+
+// watchMetrics picks a free address for --metrics and polls it (there is no event to wait
+// on in another server) until it serves metric; scraped stops the polling and tells
+// whether it did.
+func watchMetrics(t *testing.T, metric string) (addr string, scraped func() bool) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = lis.Addr().String()
+	lis.Close()
+	seen := make(chan bool, 1)
+	stop := make(chan struct{})
+	go func() {
+		defer close(seen)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if r, err := http.Get("http://" + addr + "/metrics"); err == nil {
+				b, _ := io.ReadAll(r.Body)
+				r.Body.Close()
+				if strings.Contains(string(b), metric) {
+					seen <- true
+					return
+				}
+			}
+		}
+	}()
+	return addr, func() bool { close(stop); return <-seen }
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/model/samples"
 	"github.com/ncsn/ncsn/worker"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func init() {
@@ -26,6 +27,7 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rcf := addRunConfigFlags(fs)
 	out := fs.String("out", "ncsn-out", "output folder: checkpoints/, samples; an existing run there is resumed")
 	resume := fs.String("resume", "", resumeHelp)
+	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address")
 	lf := addLogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn train [--config FILE] [--set key=value]... [--out DIR] [--resume FILE|DIR]\n\nTrains in one process, checkpointing to DIR/checkpoints, then draws run.samples samples with the EMA weights.\nEvery run.sample_every steps a goroutine of this process draws run.snapshot_samples samples into DIR/snapshots.")
@@ -75,7 +77,13 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}
-	lc := worker.LocalConfig{Run: rc, Out: *out, Logger: log, OnStep: onStep}
+	reg := prometheus.NewRegistry()
+	lc := worker.LocalConfig{Run: rc, Out: *out, Logger: log, OnStep: onStep, Registerer: reg}
+	wait, err := serveMetrics(ctx, *metrics, reg, log)
+	if err != nil {
+		return err
+	}
+	defer wait()
 	snaps, err := startSnapshots(ctx, rc, *out, log, nil)
 	if err != nil {
 		return err
