@@ -10,7 +10,7 @@ import (
 // measured by `ncsn bench allreduce` (separate processes) beside torch_ref.py.
 func BenchmarkAllReduce(b *testing.B) {
 	for _, mib := range []int{1, 8} {
-		for _, c := range []Codec{{}, {QuantBF16, CompressNone}, {QuantInt8, CompressNone}, {QuantInt8, CompressZstd}} {
+		for _, c := range []Codec{{}, {QuantBF16, CompressNone}, {QuantInt8, CompressNone}, {QuantInt8, CompressZstd}, {QuantInt4, CompressNone}, {QuantInt4, CompressZstd}} {
 			b.Run(fmt.Sprintf("%dMiB/%v", mib, c), func(b *testing.B) {
 				ms := startMembers(b, 4, func(cfg *Config) { cfg.ChunkBytes = DefaultChunkBytes })
 				n := mib << 20 / 4

@@ -21,6 +21,9 @@ const (
 	QuantBF16
 	// QuantInt8 sends an int8 per value and a float32 absmax scale per Int8Block values.
 	QuantInt8
+	// QuantInt4 sends 4 bits per value and a bfloat16 absmax scale per Int4Block values.
+	// It needs error feedback (Op.Residual) to train as well as the others.
+	QuantInt4
 )
 
 // Int8Block is the number of values sharing one scale under QuantInt8.
@@ -35,7 +38,7 @@ const (
 	CompressS2
 )
 
-var quantNames = [...]string{QuantNone: "none", QuantBF16: "bf16", QuantInt8: "int8"}
+var quantNames = [...]string{QuantNone: "none", QuantBF16: "bf16", QuantInt8: "int8", QuantInt4: "int4"}
 var compressorNames = [...]string{CompressNone: "none", CompressZstd: "zstd", CompressS2: "s2"}
 
 func (q Quant) String() string {
@@ -59,7 +62,7 @@ type Codec struct {
 	Compressor Compressor
 }
 
-// ParseCodec reads names as given on the command line: quant none|bf16|int8, compressor
+// ParseCodec reads names as given on the command line: quant none|bf16|int8|int4, compressor
 // none|zstd|s2 ("" means none).
 func ParseCodec(quant, compressor string) (Codec, error) {
 	var c Codec
@@ -70,7 +73,7 @@ func ParseCodec(quant, compressor string) (Codec, error) {
 		}
 	}
 	if !found {
-		return Codec{}, fmt.Errorf("allreduce: unknown codec %q: want none, bf16 or int8", quant)
+		return Codec{}, fmt.Errorf("allreduce: unknown codec %q: want none, bf16, int8 or int4", quant)
 	}
 	if compressor == "" {
 		return c, nil
@@ -116,6 +119,8 @@ func (c Codec) rawSize(n int) int {
 		return 2 * n
 	case QuantInt8:
 		return 4*int8Blocks(n) + n
+	case QuantInt4:
+		return int4Size(n)
 	default:
 		return 4 * n
 	}
@@ -142,9 +147,10 @@ func NewEncoder(c Codec) (*Encoder, error) {
 	}
 	e := &Encoder{codec: c}
 	if c.Compressor == CompressZstd {
-		// Int8 codes hold almost no repeats for zstd to match, only a skewed distribution
-		// (≈ 7.2 bits of entropy per byte on a real gradient), and at SpeedFastest zstd stores
-		// match-less blocks raw unless told to Huffman-code their literals anyway.
+		// Int8 and int4 codes hold almost no repeats for zstd to match, only a skewed
+		// distribution (≈ 7.2 bits of entropy per int8 byte, ≈ 3.5 per int4 code on a real
+		// gradient), and at SpeedFastest zstd stores match-less blocks raw unless told to
+		// Huffman-code their literals anyway.
 		z, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithAllLitEntropyCompression(true),
 			zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false), zstd.WithLowerEncoderMem(true))
 		if err != nil {
@@ -358,6 +364,8 @@ func quantize(q Quant, out []byte, src, resid []float32) {
 				}
 			}
 		}
+	case QuantInt4:
+		quantizeInt4(out, src, resid)
 	}
 }
 
@@ -389,6 +397,10 @@ func shuffle(q Quant, dst, src []byte, n int) {
 		nb := int8Blocks(n)
 		shuffleWords(dst, src, 4, nb)
 		copy(dst[4*nb:], src[4*nb:])
+	case QuantInt4:
+		nb := int4Blocks(n)
+		shuffleWords(dst, src, 2, nb)
+		copy(dst[2*nb:], src[2*nb:])
 	}
 }
 
@@ -474,6 +486,8 @@ func dequantize(q Quant, dst []float32, raw []byte, stride int, add bool) error 
 				}
 			}
 		}
+	case QuantInt4:
+		return dequantizeInt4(dst, raw, shuffled, add)
 	}
 	return nil
 }

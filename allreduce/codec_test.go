@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/klauspost/compress/s2"
 )
 
 func allCodecs() []Codec {
@@ -31,14 +33,26 @@ func gradient(rng *rand.Rand, n int) []float32 {
 func maxCodecError(q Quant, x []float32, i int) float64 {
 	switch q {
 	case QuantBF16:
-		return math.Abs(float64(x[i])) / 256
+		// 8 significant bits, fewer below bfloat16's normal range, whose spacing is 2⁻¹³³.
+		return math.Max(math.Abs(float64(x[i]))/256, 0x1p-134)
 	case QuantInt8:
 		b := i / Int8Block
 		var amax float64
 		for _, v := range x[b*Int8Block : min((b+1)*Int8Block, len(x))] {
 			amax = math.Max(amax, math.Abs(float64(v)))
 		}
-		return amax / 254 * 1.0001
+		// Half a step; the float32 scale's rounding adds up to 127 × 2⁻¹⁵⁰ for the tiniest
+		// blocks, whose scale may round to 0.
+		return amax/254*1.0001 + 0x1p-143
+	case QuantInt4:
+		b := i / Int4Block
+		var amax float64
+		for _, v := range x[b*Int4Block : min((b+1)*Int4Block, len(x))] {
+			amax = math.Max(amax, math.Abs(float64(v)))
+		}
+		// Half a step of the scale, which rounding up to bfloat16 makes up to 2⁻⁷ coarser, or
+		// one bfloat16 subnormal (2⁻¹³³) coarser for the tiniest blocks.
+		return (amax/int4Levels*(1+0x1p-7) + 0x1p-133) / 2 * 1.0001
 	}
 	return 0
 }
@@ -100,11 +114,11 @@ func TestCodecSpecialValues(t *testing.T) {
 		enc, _ := NewEncoder(c)
 		dec, _ := NewDecoder(c)
 		y := make([]float32, len(x))
-		// Special values must not break decoding; NaN and Inf may poison their int8 block.
+		// Special values must not break decoding; NaN and Inf may poison their int8 or int4 block.
 		if err := dec.Decode(y, enc.Encode(nil, x, nil)); err != nil {
 			t.Errorf("%v: %v", c, err)
 		}
-		if c.Quant != QuantInt8 && !math.IsNaN(float64(y[7])) {
+		if (c.Quant == QuantNone || c.Quant == QuantBF16) && !math.IsNaN(float64(y[7])) {
 			t.Errorf("%v: NaN decoded as %g", c, y[7])
 		}
 	}
@@ -149,10 +163,21 @@ func TestDecodeRejectsBadBytes(t *testing.T) {
 		if c.Compressor != CompressNone {
 			cases["garbage"] = []byte("this is not a compressed frame at all, not at all")
 		}
-		if c.Quant == QuantInt8 && c.Compressor == CompressNone {
-			neg := append([]byte(nil), good...)
-			neg[3] |= 0x80
-			cases["negative scale"] = neg
+		if c.Compressor == CompressNone {
+			edit := func(f func(b []byte)) []byte {
+				b := append([]byte(nil), good...)
+				f(b)
+				return b
+			}
+			switch c.Quant {
+			case QuantInt8:
+				cases["negative scale"] = edit(func(b []byte) { b[3] |= 0x80 })
+				cases["code -128"] = edit(func(b []byte) { b[4*int8Blocks(len(x))+500] = 0x80 })
+			case QuantInt4:
+				cases["negative scale"] = edit(func(b []byte) { b[2*3+1] |= 0x80 })
+				cases["low code -8"] = edit(func(b []byte) { b[len(b)-1] = 0x08 })
+				cases["high code -8"] = edit(func(b []byte) { b[2*int4Blocks(len(x))] = 0x87 })
+			}
 		}
 		for name, b := range cases {
 			if err := dec.Decode(y, b); !errors.Is(err, ErrCorrupt) {
@@ -162,6 +187,29 @@ func TestDecodeRejectsBadBytes(t *testing.T) {
 		// A piece for fewer values than expected is refused, not read past.
 		if err := dec.Decode(make([]float32, 2000), good); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%v, wrong length: err = %v, want ErrCorrupt", c, err)
+		}
+	}
+	// An odd count leaves half a byte that must stay zero.
+	for _, comp := range []Compressor{CompressNone, CompressZstd, CompressS2} {
+		c := Codec{QuantInt4, comp}
+		enc, _ := NewEncoder(c)
+		dec, _ := NewDecoder(c)
+		raw, _ := NewEncoder(Codec{QuantInt4, CompressNone})
+		b := raw.Encode(nil, x[:999], nil)
+		b[len(b)-1] |= 0x10
+		if comp != CompressNone {
+			// Re-frame the bad raw bytes: the compressor's input is the shuffled layout.
+			shuf := make([]byte, len(b))
+			shuffle(QuantInt4, shuf, b, 999)
+			switch comp {
+			case CompressZstd:
+				b = enc.zenc.EncodeAll(shuf, nil)
+			default:
+				b = s2.Encode(nil, shuf)
+			}
+		}
+		if err := dec.Decode(make([]float32, 999), b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%v, padding nibble set: err = %v, want ErrCorrupt", c, err)
 		}
 	}
 }
@@ -176,6 +224,8 @@ func TestParseCodec(t *testing.T) {
 		{"bf16", "zstd", Codec{QuantBF16, CompressZstd}, true},
 		{"int8", "s2", Codec{QuantInt8, CompressS2}, true},
 		{"int8", "none", Codec{QuantInt8, CompressNone}, true},
+		{"int4", "zstd", Codec{QuantInt4, CompressZstd}, true},
+		{"int4", "", Codec{QuantInt4, CompressNone}, true},
 		{"fp8", "", Codec{}, false},
 		{"none", "gzip", Codec{}, false},
 	} {
@@ -196,7 +246,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(uint8(c.Quant), uint8(c.Compressor), uint16(300), enc.Encode(nil, x, nil))
 	}
 	f.Fuzz(func(t *testing.T, q, comp uint8, n uint16, b []byte) {
-		c := Codec{Quant(q % 3), Compressor(comp % 3)}
+		c := Codec{Quant(int(q) % len(quantNames)), Compressor(int(comp) % len(compressorNames))}
 		dec, err := NewDecoder(c)
 		if err != nil {
 			t.Fatal(err)
@@ -215,7 +265,7 @@ func FuzzDecode(f *testing.F) {
 func FuzzRoundTrip(f *testing.F) {
 	f.Add(uint8(0), uint8(1), []byte{1, 2, 3, 4, 5, 6, 7, 8})
 	f.Fuzz(func(t *testing.T, q, comp uint8, b []byte) {
-		c := Codec{Quant(q % 3), Compressor(comp % 3)}
+		c := Codec{Quant(int(q) % len(quantNames)), Compressor(int(comp) % len(compressorNames))}
 		x := make([]float32, len(b)/4)
 		for i := range x {
 			v := math.Float32frombits(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24)

@@ -186,6 +186,8 @@ func checkReduce(t *testing.T, rng *rand.Rand, rs []*Ring, members []string, cod
 			bound = float64(n)*0x1p-8*scale[j] + float64(n)*0x1p-24*scale[j]
 		case QuantInt8:
 			bound = float64(n)*sumMax/254*1.001 + float64(n)*0x1p-24*scale[j]
+		case QuantInt4:
+			bound = float64(n)*sumMax/14*1.01 + float64(n)*0x1p-24*scale[j]
 		}
 		if e > bound {
 			t.Fatalf("[%d] = %g, want %g within %g", j, bufs[0][j], want[j], bound)

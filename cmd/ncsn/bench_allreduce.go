@@ -26,7 +26,7 @@ func benchAllreduce(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	procs := fs.Int("procs", 4, "member processes")
 	mib := fs.Float64("mib", 8, "buffer size in MiB")
-	codec := fs.String("codec", "none", "quantisation: none, bf16 or int8")
+	codec := fs.String("codec", "none", "quantisation: none, bf16, int8 or int4")
 	compressor := fs.String("compressor", "none", "lossless stage: none, zstd or s2")
 	chunk := fs.Int("chunk-bytes", allreduce.DefaultChunkBytes, "bytes of float32 input per pipelined piece")
 	iters := fs.Int("iters", 20, "timed operations")

@@ -10,15 +10,16 @@ import (
 	"github.com/ncsn/ncsn/coordinator"
 )
 
-// Training the toy mixture with int8 gradients and error feedback ends within
-// 2% of the loss of uncompressed gradients: same seed, same steps, 3 workers.
-func TestInt8ErrorFeedbackConvergence(t *testing.T) {
+// Training the toy mixture with int8 or int4 gradients and error feedback ends
+// within 2% of the loss of uncompressed gradients: same seed, same steps, 3 workers.
+func TestErrorFeedbackConvergence(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains twice: not in -short")
+		t.Skip("trains three times: not in -short")
 	}
 	const steps, tail = 600, 200
+	codecs := []string{"none", "int8", "int4"}
 	final, first := map[string]float64{}, map[string]float64{}
-	for _, codec := range []string{"none", "int8"} {
+	for _, codec := range codecs {
 		rc := Config(t, "run.steps=600", "run.checkpoint_every=600", "train.global_batch=192",
 			"allreduce.codec="+codec, "allreduce.compressor=zstd", "cluster.min_workers=3")
 		var log Log
@@ -60,22 +61,24 @@ func TestInt8ErrorFeedbackConvergence(t *testing.T) {
 		perStep := counter(t, reg, "ncsn_coordinator_commit_gradient_bytes_total") / steps
 		raw := float64(4 * len(canon.Params))
 		t.Logf("%s+zstd: %.0f commit bytes per step, raw float32 %.0f (%.2f×)", codec, perStep, raw, raw/perStep)
-		if want := map[string]float64{"none": 1, "int8": 3.5}[codec]; raw/perStep < want {
+		if want := map[string]float64{"none": 1, "int8": 3.5, "int4": 6}[codec]; raw/perStep < want {
 			t.Errorf("%s: commits of %.0f bytes per step for %.0f raw, want ≥ %.1f× smaller", codec, perStep, raw, want)
 		}
 	}
-	// The first step's loss comes from the same initial parameters in both
-	// runs: equal bits show the loss statistics travel exactly, whatever the codec.
-	if first["int8"] != first["none"] {
-		t.Errorf("step 1 loss: int8 %v, none %v: the loss statistics were quantised", first["int8"], first["none"])
-	}
-	d := (final["int8"] - final["none"]) / final["none"]
-	t.Logf("mean loss of the last %d of %d steps: none %.5f, int8+zstd with error feedback %.5f (%+.2f%%)", tail, steps, final["none"], final["int8"], 100*d)
-	if d == 0 {
-		t.Errorf("int8 and none give bitwise the same losses: the codec was not used")
-	}
-	if math.Abs(d) > 0.02 {
-		t.Errorf("int8 ends %.2f%% away from none, want within 2%%", 100*d)
+	for _, codec := range codecs[1:] {
+		// The first step's loss comes from the same initial parameters in every
+		// run: equal bits show the loss statistics travel exactly, whatever the codec.
+		if first[codec] != first["none"] {
+			t.Errorf("step 1 loss: %s %v, none %v: the loss statistics were quantised", codec, first[codec], first["none"])
+		}
+		d := (final[codec] - final["none"]) / final["none"]
+		t.Logf("mean loss of the last %d of %d steps: none %.5f, %s+zstd with error feedback %.5f (%+.2f%%)", tail, steps, final["none"], codec, final[codec], 100*d)
+		if d == 0 {
+			t.Errorf("%s and none give bitwise the same losses: the codec was not used", codec)
+		}
+		if math.Abs(d) > 0.02 {
+			t.Errorf("%s ends %.2f%% away from none, want within 2%%", codec, 100*d)
+		}
 	}
 }
 
