@@ -6,19 +6,19 @@ import (
 	"io"
 )
 
-// benchCommands holds the bench workloads (compute, allreduce), one file each.
+// benchCommands holds the bench workloads (compute, allreduce, sample, train), one file each.
 var benchCommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{}
 
 func init() {
 	commands["bench"] = command{
-		summary: "benchmarks: bench compute|allreduce [flags], JSON lines as in shared/bench/REFERENCE.md",
+		summary: "benchmarks: bench compute|allreduce|sample|train [flags], JSON lines as in shared/bench/REFERENCE.md",
 		run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if len(args) == 0 {
-				return usageError{fmt.Errorf("want a workload: compute or allreduce")}
+				return usageError{fmt.Errorf("want a workload: compute, allreduce, sample or train")}
 			}
 			f, ok := benchCommands[args[0]]
 			if !ok {
-				return usageError{fmt.Errorf("unknown workload %q: want compute or allreduce", args[0])}
+				return usageError{fmt.Errorf("unknown workload %q: want compute, allreduce, sample or train", args[0])}
 			}
 			return f(ctx, args[1:], stdout, stderr)
 		},
