@@ -210,8 +210,11 @@ func (g *GradOf[T]) Close() error {
 
 // ScorerOf evaluates s(x, σ) for one batch size by the forward-only
 // program: no tape, no saved activations, every buffer allocated once. The
-// batch is cut into contiguous parts, one program and one goroutine each.
-// Score calls on one ScorerOf are serialised; see GradOf for concurrency.
+// batch is cut into one contiguous part per core, each run through the whole
+// network by its own goroutine and program: every op is spread across the
+// cores, including those whose kernels run on one (the mlp's softplus, the
+// σ embedding), with one join per pass instead of one per op. Score calls
+// on one ScorerOf are serialised; see GradOf for concurrency.
 type ScorerOf[T Float] struct {
 	mu    sync.Mutex
 	batch int
