@@ -14,25 +14,25 @@ import (
 // activation in a buffer that returns to a pool once its last reader has run,
 // so a pass touches a few activations' worth of memory instead of all of
 // them. Every buffer is allocated when the program is built; a run allocates
-// nothing.
+// none.
 type program[T Float] struct {
 	feed[T]
 	steps []pstep[T]
 	out   []T // the raw output o (s = o/σ), graph layout
-	// held is the number of values in activation buffers.
+	// held is the number of values in activation buffers (the outputs of
+	// all steps add up to several times more).
 	held int
 }
 
 // pstep is one op: run(out, in) as the tape machine would call it.
 type pstep[T Float] struct {
-	name string
-	run  func(out []T, in [][]T)
-	out  []T
-	in   [][]T
+	run func(out []T, in [][]T)
+	out []T
+	in  [][]T
 }
 
-// newProgram builds the forward pass for batch samples with ops split over
-// nw goroutines.
+// newProgram builds the forward pass for batch samples, each op splitting
+// the batch over nw goroutines.
 func newProgram[T Float](n *NetOf[T], batch, nw int) (*program[T], error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
@@ -96,7 +96,7 @@ func newProgram[T Float](n *NetOf[T], batch, nw int) (*program[T], error) {
 			outs[i] = make([]T, size)
 			p.held += size
 		}
-		st := pstep[T]{name: op.name, run: op.run, out: outs[i]}
+		st := pstep[T]{run: op.run, out: outs[i]}
 		kids := children(b.g, nd)
 		if len(kids) != op.Arity() {
 			return nil, fmt.Errorf("model: forward: %s has %d inputs, want %d", op.name, len(kids), op.Arity())

@@ -195,8 +195,14 @@ func TestScorerSteadyStateAllocs(t *testing.T) {
 			ops, largest := 0, 0
 			for _, p := range s.parts {
 				ops += len(p.steps)
+				written := 0
 				for _, st := range p.steps {
 					largest = max(largest, len(st.out))
+					written += len(st.out)
+				}
+				// Buffers are reused within a pass, not one per activation.
+				if 2*p.held > written {
+					t.Errorf("the program holds %d values for activations of %d in all", p.held, written)
 				}
 			}
 			a10, a100 := testing.AllocsPerRun(10, score), testing.AllocsPerRun(100, score)
