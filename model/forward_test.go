@@ -35,8 +35,8 @@ func tapedScore[T Float](t testing.TB, n *NetOf[T], batch int, x, sigma []T) []T
 }
 
 // The forward-only scorer computes what the tape machine computes, for both
-// networks, batch sizes that split evenly and unevenly over the parts, and
-// any split of the batch.
+// networks in both precisions, batch sizes that split evenly and unevenly
+// over the parts, and any split of the batch.
 func TestScorerMatchesTape(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -53,33 +53,44 @@ func TestScorerMatchesTape(t *testing.T) {
 				if split.parts > batch {
 					continue
 				}
-				t.Run(fmt.Sprintf("%s/b%d/parts%d-nw%d", c.name, batch, split.parts, split.nw), func(t *testing.T) {
+				name := fmt.Sprintf("%s/b%d/parts%d-nw%d", c.name, batch, split.parts, split.nw)
+				t.Run(name+"/f32", func(t *testing.T) {
 					n, err := New(c.cfg, c.shape)
 					if err != nil {
 						t.Fatal(err)
 					}
-					n.Init(uint64(batch))
-					dim := prod(c.shape)
-					x, _, sigma := batchData[float32](uint64(7*batch), batch, dim)
-					want := tapedScore(t, n, batch, x, sigma)
-					s, err := n.newScorer(batch, split.parts, split.nw)
+					checkScorer(t, n, batch, split.parts, split.nw, 1e-5)
+				})
+				t.Run(name+"/f64", func(t *testing.T) {
+					n, err := New64(c.cfg, c.shape)
 					if err != nil {
 						t.Fatal(err)
 					}
-					defer s.Close()
-					got := make([]float32, len(x))
-					// Twice: the second run starts from the first's pooled buffers.
-					for run := 0; run < 2; run++ {
-						if err := s.Score(x, sigma, got); err != nil {
-							t.Fatal(err)
-						}
-						for i := range got {
-							if d := math.Abs(float64(got[i] - want[i])); d > 1e-5*math.Max(1, math.Abs(float64(want[i]))) {
-								t.Fatalf("run %d: value %d: forward-only %v, tape %v", run, i, got[i], want[i])
-							}
-						}
-					}
+					checkScorer(t, n, batch, split.parts, split.nw, 1e-12)
 				})
+			}
+		}
+	}
+}
+
+func checkScorer[T Float](t *testing.T, n *NetOf[T], batch, parts, nw int, tol float64) {
+	n.Init(uint64(batch))
+	x, _, sigma := batchData[T](uint64(7*batch), batch, n.dim)
+	want := tapedScore(t, n, batch, x, sigma)
+	s, err := n.newScorer(batch, parts, nw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got := make([]T, len(x))
+	// Twice: the second run starts from the first's pooled buffers.
+	for run := 0; run < 2; run++ {
+		if err := s.Score(x, sigma, got); err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if d := math.Abs(float64(got[i] - want[i])); d > tol*math.Max(1, math.Abs(float64(want[i]))) {
+				t.Fatalf("run %d: value %d: forward-only %v, tape %v", run, i, got[i], want[i])
 			}
 		}
 	}
