@@ -1,11 +1,13 @@
 package model
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"runtime"
 	"time"
 
+	"github.com/ncsn/ncsn/internal/cputime"
 	"github.com/ncsn/ncsn/internal/keyrand"
 )
 
@@ -112,7 +114,6 @@ func BenchStep(cfg Config, shape []int, batch, iters int) (StepBench, error) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	fl := ForwardFLOPs(cfg, shape)
-	round := func(v float64, d int) float64 { p := math.Pow(10, float64(d)); return math.Round(v*p) / p }
 	return StepBench{
 		Net: cfg.WithDefaults().Arch, Batch: batch, Params: len(net.Params().Data),
 		FwdMFLOPPerSample:  round(fl/1e6, 3),
@@ -122,7 +123,104 @@ func BenchStep(cfg Config, shape []int, batch, iters int) (StepBench, error) {
 		Threads:            runtime.GOMAXPROCS(0),
 		Iters:              iters,
 		AllocBytesPerStep:  math.Round(float64(alloc1-alloc0) / float64(iters)),
-		HeapMiBAfterWarmup: round(float64(heap0)/(1<<20), 1),
-		HeapMiBAtEnd:       round(float64(ms.HeapInuse)/(1<<20), 1),
+		HeapMiBAfterWarmup: mib(heap0),
+		HeapMiBAtEnd:       mib(ms.HeapInuse),
 	}, nil
 }
+
+// SampleBench is one sampling benchmark result: the fields of torch_ref.py
+// sample plus CPU time and memory figures.
+type SampleBench struct {
+	Workload          string  `json:"workload"`
+	Net               string  `json:"net"`
+	Batch             int     `json:"batch"`
+	SecPerStep        float64 `json:"sec_per_step"`
+	SampleStepsPerSec float64 `json:"sample_steps_per_sec"`
+	// CPUSecPerStep is the process's CPU time (all threads) per step.
+	CPUSecPerStep float64 `json:"cpu_sec_per_step"`
+	Threads       int     `json:"threads"`
+	Iters         int     `json:"iters"`
+	// AllocBytesPerStep is measured from the first timed step to the last.
+	AllocBytesPerStep  float64 `json:"alloc_bytes_per_step"`
+	HeapMiBAfterWarmup float64 `json:"heap_mib_after_warmup"`
+	// HeapMiBMax is the largest heap seen at ten points of the timed steps.
+	HeapMiBMax   float64 `json:"heap_mib_max"`
+	HeapMiBAtEnd float64 `json:"heap_mib_at_end"`
+}
+
+// BenchSample times annealed Langevin steps, x ← x + α·s(x, σ) + √(2α)·z at
+// σ = 0.1, α = 1e-3 from U[0, 1) as torch_ref.py sample does, through the
+// sampler ncsn sample uses, after 3 untimed steps.
+func BenchSample(ctx context.Context, cfg Config, shape []int, batch, iters int) (SampleBench, error) {
+	if iters < 1 {
+		return SampleBench{}, fmt.Errorf("model: bench: iters %d, want >= 1", iters)
+	}
+	net, err := New(cfg, shape)
+	if err != nil {
+		return SampleBench{}, err
+	}
+	net.Init(0)
+	sc, err := net.NewScorer(batch)
+	if err != nil {
+		return SampleBench{}, err
+	}
+	defer sc.Close()
+	const sigma, alpha = 0.1, 1e-3
+	x := make([]float32, batch*net.dim)
+	InitUniform(x, 0, 1, 0)
+	// Heap figures at ten points of the timed steps, and the bytes
+	// allocated from its first step to its last: the sampler's buffers,
+	// allocated once per call, fall outside.
+	var ms runtime.MemStats
+	var heapMax, allocFirst, allocLast uint64
+	timed := false
+	every := max(1, iters/10)
+	s := &Sampler{Model: sc, Batch: batch, Dim: net.dim, Progress: func(done, _ int) {
+		if !timed || (done%every != 0 && done != 1 && done != iters) {
+			return
+		}
+		runtime.ReadMemStats(&ms)
+		heapMax = max(heapMax, ms.HeapInuse)
+		if done == 1 {
+			allocFirst = ms.TotalAlloc
+		}
+		allocLast = ms.TotalAlloc
+	}}
+	if err := s.Langevin(ctx, x, sigma, 3, alpha); err != nil {
+		return SampleBench{}, err
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	heap0 := ms.HeapInuse
+	heapMax, timed = heap0, true
+	cpu0, cpuOK := cputime.Process()
+	t0 := time.Now()
+	if err := s.Langevin(ctx, x, sigma, iters, alpha); err != nil {
+		return SampleBench{}, err
+	}
+	sec := time.Since(t0).Seconds() / float64(iters)
+	cpu1, _ := cputime.Process()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	r := SampleBench{
+		Workload: "sample", Net: net.cfg.Arch, Batch: batch,
+		SecPerStep:         round(sec, 6),
+		SampleStepsPerSec:  round(float64(batch)/sec, 1),
+		Threads:            runtime.GOMAXPROCS(0),
+		Iters:              iters,
+		HeapMiBAfterWarmup: mib(heap0),
+		HeapMiBMax:         mib(heapMax),
+		HeapMiBAtEnd:       mib(ms.HeapInuse),
+	}
+	if iters > 1 {
+		r.AllocBytesPerStep = math.Round(float64(allocLast-allocFirst) / float64(iters-1))
+	}
+	if cpuOK {
+		r.CPUSecPerStep = round((cpu1-cpu0).Seconds()/float64(iters), 6)
+	}
+	return r, nil
+}
+
+func round(v float64, d int) float64 { p := math.Pow(10, float64(d)); return math.Round(v*p) / p }
+
+func mib(b uint64) float64 { return round(float64(b)/(1<<20), 1) }

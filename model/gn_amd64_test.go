@@ -34,7 +34,7 @@ func TestGNAVX512MatchesGo(t *testing.T) {
 			y, dx, dg, db = make([]float32, n), make([]float32, n), make([]float32, tc.c), make([]float32, tc.c)
 			tmp := make([]float32, 4*tc.c)
 			for s := 0; s < batch; s++ {
-				gnForward(st, s, x, gamma, beta, y, tmp)
+				gnForward(st, s, x, gamma, beta, y, st.sig[s*tc.p*tc.c:(s+1)*tc.p*tc.c], tmp)
 			}
 			for s := 0; s < batch; s++ {
 				gnBackward(st, s, x, gamma, beta, dy, dx, dg, db, tmp)

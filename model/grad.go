@@ -208,33 +208,43 @@ func (g *GradOf[T]) Close() error {
 	return err
 }
 
-// ScorerOf evaluates s(x, σ) for one batch size, without gradients. Score
-// calls on one ScorerOf are serialised; see GradOf for concurrency.
+// ScorerOf evaluates s(x, σ) for one batch size by the forward-only
+// program: no tape, no saved activations, every buffer allocated once. The
+// batch is cut into one contiguous part per core, each run through the whole
+// network by its own goroutine and program: every op is spread across the
+// cores, including those whose kernels run on one (the mlp's softplus, the
+// σ embedding), with one join per pass instead of one per op. Score calls
+// on one ScorerOf are serialised; see GradOf for concurrency.
 type ScorerOf[T Float] struct {
-	mu sync.Mutex
-	feed[T]
-	vm  gorgonia.VM
-	out []T // the output node's own buffer (graph layout)
+	mu    sync.Mutex
+	batch int
+	dim   int
+	parts []*program[T]
+	lo    []int // first sample of each part
 }
 
 // Scorer is the float32 score evaluation used by samplers.
 type Scorer = ScorerOf[float32]
 
-// NewScorer builds the score graph for batch samples.
+// NewScorer builds the forward pass for batch samples.
 func (n *NetOf[T]) NewScorer(batch int) (*ScorerOf[T], error) {
+	return n.newScorer(batch, workers(batch), 1)
+}
+
+// newScorer splits the batch into parts programs whose ops each use nw goroutines.
+func (n *NetOf[T]) newScorer(batch, parts, nw int) (*ScorerOf[T], error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
 	}
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	b := newBuilder(n, batch, false)
-	s := &ScorerOf[T]{feed: feed[T]{net: n, batch: batch}}
-	o, err := b.forward(&s.feed)
-	if err != nil {
-		return nil, err
+	s := &ScorerOf[T]{batch: batch, dim: n.dim}
+	for i := 0; i < parts; i++ {
+		lo, hi := i*batch/parts, (i+1)*batch/parts
+		p, err := newProgram(n, hi-lo, nw)
+		if err != nil {
+			return nil, err
+		}
+		s.parts, s.lo = append(s.parts, p), append(s.lo, lo)
 	}
-	s.out = o.Op().(*node[T]).out.Data().([]T)
-	s.vm = gorgonia.NewTapeMachine(b.g)
 	return s, nil
 }
 
@@ -242,37 +252,32 @@ func (n *NetOf[T]) NewScorer(batch int) (*ScorerOf[T], error) {
 func (s *ScorerOf[T]) Score(x, sigma, out []T) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.vm == nil {
+	if s.parts == nil {
 		return ErrClosed
 	}
-	dim := s.net.dim
-	if err := s.check("x", x, s.batch*dim); err != nil {
-		return err
+	for _, c := range []struct {
+		what string
+		v    []T
+		n    int
+	}{{"x", x, s.batch * s.dim}, {"sigma", sigma, s.batch}, {"out", out, s.batch * s.dim}} {
+		if len(c.v) != c.n {
+			return fmt.Errorf("model: %s has %d values, want %d (batch %d)", c.what, len(c.v), c.n, s.batch)
+		}
 	}
-	if err := s.check("sigma", sigma, s.batch); err != nil {
-		return err
-	}
-	if err := s.check("out", out, s.batch*dim); err != nil {
-		return err
-	}
-	s.fill(x, sigma)
-	err := s.vm.RunAll()
-	s.vm.Reset()
-	if err != nil {
-		return fmt.Errorf("model: score: %w", err)
-	}
-	s.fromGraph(out, s.out, sigma)
+	parallel(len(s.parts), len(s.parts), func(i, _, _ int) {
+		p, lo := s.parts[i], s.lo[i]
+		hi := lo + p.batch
+		p.fill(x[lo*s.dim:hi*s.dim], sigma[lo:hi])
+		p.run()
+		p.fromGraph(out[lo*s.dim:hi*s.dim], p.out, sigma[lo:hi])
+	})
 	return nil
 }
 
-// Close releases the graph; it is idempotent.
+// Close releases the buffers; it is idempotent.
 func (s *ScorerOf[T]) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.vm == nil {
-		return nil
-	}
-	err := s.vm.Close()
-	s.vm, s.out, s.xin = nil, nil, nil
-	return err
+	s.parts = nil
+	return nil
 }

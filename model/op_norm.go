@@ -13,9 +13,13 @@ const gnEps = 1e-5
 type gnState[T Float] struct {
 	B, P, C, G int // batch, pixels, channels, groups
 	mean, rstd []T // [B, G]
-	sig        []T // σ(u) for every value, u the normalised, affine value
-	dg, db     [][]T
-	tmp        [][]T // per worker [4·C] scratch
+	// sig is σ(u) for every value, u the normalised, affine value, kept for
+	// the backward op; nil in a graph without one, where each worker writes
+	// one sample's σ(u) into its scratch in sigOne instead.
+	sig    []T
+	sigOne [][]T
+	dg, db [][]T
+	tmp    [][]T // per worker [4·C] scratch
 }
 
 // gnsilu adds y = SiLU(GroupNorm_G(x)·γ + β) for NHWC x [B, H, W, C]
@@ -26,20 +30,27 @@ func (b *builder[T]) gnsilu(name string, x *gorgonia.Node, groups int) (*gorgoni
 	groups = min(groups, c)
 	st := &gnState[T]{B: xs[0], P: xs[1] * xs[2], C: c, G: groups}
 	st.mean, st.rstd = make([]T, st.B*groups), make([]T, st.B*groups)
-	st.sig = make([]T, prod(xs))
 	nw := b.ws.nw
-	st.tmp = make([][]T, nw)
+	st.tmp, st.sigOne = make([][]T, nw), make([][]T, nw)
 	for i := range st.tmp {
 		st.tmp[i] = make([]T, 4*c)
+		st.sigOne[i] = make([]T, st.P*c)
 	}
 	fwd := func(y []T, in [][]T) {
 		parallel(st.B, nw, func(w, lo, hi int) {
 			for s := lo; s < hi; s++ {
-				gnForward(st, s, in[0], in[1], in[2], y, st.tmp[w])
+				var sig []T
+				if st.sig != nil {
+					sig = st.sig[s*st.P*c : (s+1)*st.P*c]
+				} else {
+					sig = st.sigOne[w]
+				}
+				gnForward(st, s, in[0], in[1], in[2], y, sig, st.tmp[w])
 			}
 		})
 	}
 	diff := func(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+		st.sig, st.sigOne = make([]T, prod(xs)), nil
 		st.dg, st.db = make([][]T, nw), make([][]T, nw)
 		for i := 0; i < nw; i++ {
 			st.dg[i], st.db[i] = make([]T, c), make([]T, c)
@@ -130,13 +141,14 @@ func gnAffine[T Float](st *gnState[T], s int, gamma, beta, a, d []T) {
 	}
 }
 
-func gnForward[T Float](st *gnState[T], s int, x, gamma, beta, y, tmp []T) {
+// gnForward computes sample s into y, and σ(u) of its values into sg.
+func gnForward[T Float](st *gnState[T], s int, x, gamma, beta, y, sg, tmp []T) {
 	c, p := st.C, st.P
 	gnStats(st, s, x, tmp)
 	a, d := tmp[2*c:3*c], tmp[3*c:4*c]
 	gnAffine(st, s, gamma, beta, a, d)
 	lo, hi := s*p*c, (s+1)*p*c
-	xs, ys, sg := x[lo:hi], y[lo:hi], st.sig[lo:hi]
+	xs, ys := x[lo:hi], y[lo:hi]
 	if is32[T]() {
 		// u into y, −u into sig, e^−u by one expBatch, then σ(u) = 1/(1+e^−u).
 		x32, y32, s32, a32, d32 := as[float32](xs), as[float32](ys), as[float32](sg), as[float32](a), as[float32](d)
