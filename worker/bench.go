@@ -7,9 +7,9 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/ncsn/ncsn/internal/config"
 	"github.com/ncsn/ncsn/internal/cputime"
 	"github.com/ncsn/ncsn/model"
+	"github.com/ncsn/ncsn/model/config"
 )
 
 // TrainBench is one whole-step benchmark result: the training fields of

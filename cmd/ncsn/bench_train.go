@@ -8,7 +8,7 @@ import (
 	"io"
 	"runtime"
 
-	"github.com/ncsn/ncsn/internal/config"
+	"github.com/ncsn/ncsn/model/config"
 	"github.com/ncsn/ncsn/worker"
 )
 
