@@ -86,3 +86,46 @@ func blasTrans(t bool) blas.Transpose {
 	}
 	return blas.NoTrans
 }
+
+// BenchmarkSgemmBatch times the Winograd convolution's products: 36 (F(4×4))
+// GEMMs of a chunk of tiles × Ci by Ci × Co, on one goroutine.
+func BenchmarkSgemmBatch(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, s := range []struct {
+		name           string
+		transA, transB bool
+		m, n, k        int
+	}{
+		{"fwd/56x32x32", false, true, 56, 32, 32},
+		{"fwd/112x32x32", false, true, 112, 32, 32},
+		{"fwd/28x64x64", false, true, 28, 64, 64},
+		{"fwd/14x128x128", false, true, 14, 128, 128},
+		{"fwd/48x128x128", false, true, 48, 128, 128},
+		{"fwd/nt/56x32x32", false, false, 56, 32, 32},
+		{"wgrad/32x32x56", true, false, 32, 32, 56},
+		{"wgrad/128x128x14", true, false, 128, 128, 14},
+	} {
+		const count = 36
+		ar, ac := s.m, s.k
+		if s.transA {
+			ar, ac = s.k, s.m
+		}
+		br, bc := s.k, s.n
+		if s.transB {
+			br, bc = s.n, s.k
+		}
+		a, bm, c := randMat(r, count, ar*ac, ar*ac), randMat(r, count, br*bc, br*bc), make([]float32, count*s.m*s.n)
+		flop := 2 * float64(s.m) * float64(s.n) * float64(s.k) * count
+		b.Run(s.name+"/"+defaultKernel.name, func(b *testing.B) {
+			cpu0, ok0 := processCPUTime()
+			for b.Loop() {
+				sgemmBatch(defaultKernel, s.transA, s.transB, s.m, s.n, s.k, 1, a, ac, ar*ac, bm, bc, br*bc, 0, c, s.n, s.m*s.n, count)
+			}
+			cpu1, ok1 := processCPUTime()
+			b.ReportMetric(flop*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			if ok0 && ok1 && cpu1 > cpu0 {
+				b.ReportMetric(flop*float64(b.N)/(cpu1-cpu0).Seconds()/1e9, "GFLOP/cpu-s")
+			}
+		})
+	}
+}

@@ -36,6 +36,9 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	sgemm(defaultKernel, runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
+// Kernel names the micro-kernel Sgemm uses: avx512, avx2 or generic.
+func Kernel() string { return defaultKernel.name }
+
 // Dgemm is Sgemm in float64 (used by gradient checks).
 func Dgemm(transA, transB bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
 	if m == 0 || n == 0 {

@@ -1,5 +1,7 @@
 package gemm
 
+import "os"
+
 // Implemented in kernel_amd64.s.
 
 func cpuid(eaxArg, ecxArg uint32) (eax, ebx, ecx, edx uint32)
@@ -99,11 +101,19 @@ func hasAVX512() bool {
 	return ebx7&(1<<16) != 0
 }
 
+// pickKernel returns the fastest kernel, or the one NCSN_GEMM names
+// (avx512, avx2, generic) if this CPU can run it: to measure the AVX2 path
+// on an AVX-512 machine.
 func pickKernel() *kernel {
-	if ks := archKernels(); len(ks) > 0 {
-		return ks[0]
+	ks := append(archKernels(), genericKernel)
+	if name := os.Getenv("NCSN_GEMM"); name != "" {
+		for _, k := range ks {
+			if k.name == name {
+				return k
+			}
+		}
 	}
-	return genericKernel
+	return ks[0]
 }
 
 // archKernels lists the assembly kernels this CPU can run, fastest first.

@@ -146,6 +146,9 @@ type problem struct {
 	beta           float32
 	c              []float32
 	ldc            int
+	// pb, if not nil, is op(B) already packed (see PackedB), for the whole
+	// n columns: run then reads its blocks instead of packing B.
+	pb []float32
 }
 
 // worker owns the packing buffers of one goroutine. Workers are kept on a free
@@ -222,11 +225,19 @@ func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
 	ncb := balance(j1-j0, kern.nc, kern.nr)
 	kcb := balance(p.k, kern.kc, 8)
 	mcb := balance(i1-i0, kern.mc, kern.mr)
+	pbOff := 0
 	for jc := j0; jc < j1; jc += ncb {
 		nb := min(ncb, j1-jc)
 		for pc := 0; pc < p.k; pc += kcb {
 			kb := min(kcb, p.k-pc)
-			packB(kern, p.transB, p.b, p.ldb, pc, jc, kb, nb, w.bbuf)
+			bb := w.bbuf
+			if p.pb != nil {
+				n := kb * roundUp(nb, kern.nr)
+				bb = p.pb[pbOff : pbOff+n]
+				pbOff += n
+			} else {
+				packB(kern, p.transB, p.b, p.ldb, pc, jc, kb, nb, bb)
+			}
 			beta := p.beta
 			if pc > 0 {
 				beta = 1 // later blocks accumulate onto the first one's result
@@ -243,11 +254,13 @@ func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
 				} else {
 					packA(kern, p.transA, p.a, p.lda, ic, pc, mb, kb, w.abuf)
 				}
-				w.macro(kern, kb, mb, nb, a, p.lda, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
+				w.macro(kern, kb, mb, nb, a, p.lda, bb, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
 			}
 		}
 	}
 }
+
+func roundUp(n, unit int) int { return (n + unit - 1) / unit * unit }
 
 // balance returns the block size, at most limit and a multiple of unit
 // (which divides limit), that splits n into the fewest nearly equal blocks.
@@ -257,15 +270,15 @@ func balance(n, limit, unit int) int {
 	return min(limit, (size+unit-1)/unit*unit)
 }
 
-// macro multiplies an mb×kb block of A by a packed kb×nb block of B into c,
-// tile by tile; the B micro-panel stays in L1 across the column of tiles.
-// A is packed in w.abuf, or if a is not nil read in place from a (stride
-// lda) but for a short last panel, which is packed.
-func (w *worker) macro(kern *kernel, kb, mb, nb int, a []float32, lda int, c []float32, ldc int, alpha, beta float32) {
+// macro multiplies an mb×kb block of A by a packed kb×nb block of B (bb)
+// into c, tile by tile; the B micro-panel stays in L1 across the column of
+// tiles. A is packed in w.abuf, or if a is not nil read in place from a
+// (stride lda) but for a short last panel, which is packed.
+func (w *worker) macro(kern *kernel, kb, mb, nb int, a []float32, lda int, bb, c []float32, ldc int, alpha, beta float32) {
 	mr, nr := kern.mr, kern.nr
 	for jr := 0; jr < nb; jr += nr {
 		nn := min(nr, nb-jr)
-		bp := w.bbuf[jr*kb : (jr+nr)*kb]
+		bp := bb[jr*kb : (jr+nr)*kb]
 		for ir := 0; ir < mb; ir += mr {
 			mm := min(mr, mb-ir)
 			ap := w.abuf[ir*kb : (ir+mr)*kb]

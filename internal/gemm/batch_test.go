@@ -1,0 +1,105 @@
+package gemm
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestSgemmBatch: each product of a batch equals, bit for bit, a one-goroutine
+// Sgemm of the same operands (which check tests against float64), and the
+// gaps between C's products are left untouched.
+func TestSgemmBatch(t *testing.T) {
+	cases := []gemmCase{
+		{false, false, 49, 32, 32, 0, 1, 0},
+		{false, true, 20, 64, 32, 3, 1, 0},
+		{true, false, 32, 32, 49, 0, 1, 1},
+		{false, true, 17, 9, 64, 1, -0.5, 0.5},
+		{false, false, 3, 5, 0, 0, 1, 0.5},
+	}
+	const count = 4
+	for _, kern := range kernels() {
+		t.Run(kern.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(11, 12))
+			for _, tc := range cases {
+				ar, ac := tc.m, tc.k
+				if tc.transA {
+					ar, ac = tc.k, tc.m
+				}
+				br, bc := tc.k, tc.n
+				if tc.transB {
+					br, bc = tc.n, tc.k
+				}
+				lda, ldb, ldc := max(1, ac+tc.pad), max(1, bc+tc.pad), tc.n+tc.pad
+				// Strides leave a gap of 5 values after each operand.
+				sa, sb, sc := ar*lda+5, br*ldb+5, tc.m*ldc+5
+				a, b, c := randMat(r, count, sa, sa), randMat(r, count, sb, sb), randMat(r, count, sc, sc)
+				want := append([]float32(nil), c...)
+				for i := range count {
+					sgemm(kern, 1, tc.transA, tc.transB, tc.m, tc.n, tc.k, tc.alpha, a[i*sa:], lda, b[i*sb:], ldb, tc.beta, want[i*sc:], ldc)
+				}
+				sgemmBatch(kern, tc.transA, tc.transB, tc.m, tc.n, tc.k, tc.alpha, a, lda, sa, b, ldb, sb, tc.beta, c, ldc, sc, count)
+				for i := range c {
+					if c[i] != want[i] {
+						t.Fatalf("%v: c[%d] = %g, want %g", tc, i, c[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSgemmBatchPacked: products with B packed beforehand equal, bit for bit,
+// the same products packing B themselves, across kc and nc block boundaries.
+func TestSgemmBatchPacked(t *testing.T) {
+	type shape struct {
+		transA, transB bool
+		m, n, k        int
+		alpha, beta    float32
+	}
+	const count = 3
+	for _, kern := range kernels() {
+		t.Run(kern.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(13, 14))
+			for _, s := range []shape{
+				{false, true, 56, 32, 32, 1, 0},
+				{false, false, 9, 40, kern.kc + 44, 1, 1},
+				{true, true, 20, kern.nc + 5, 20, -2, 0.5},
+				{false, false, 5, 3, 0, 1, 0.5},
+			} {
+				ar, ac := s.m, s.k
+				if s.transA {
+					ar, ac = s.k, s.m
+				}
+				br, bc := s.k, s.n
+				if s.transB {
+					br, bc = s.n, s.k
+				}
+				sa, sb, sc := ar*ac+3, br*bc+2, s.m*s.n+1
+				a, b, c := randMat(r, count, sa, sa), randMat(r, count, sb, sb), randMat(r, count, sc, sc)
+				want := append([]float32(nil), c...)
+				sgemmBatch(kern, s.transA, s.transB, s.m, s.n, s.k, s.alpha, a, ac, sa, b, bc, sb, s.beta, want, s.n, sc, count)
+				pb := newPackedB(kern, s.k, s.n, count)
+				pb.Pack(s.transB, b, bc, sb)
+				SgemmBatchPacked(s.transA, s.m, s.alpha, a, ac, sa, pb, s.beta, c, s.n, sc)
+				for i := range c {
+					if c[i] != want[i] {
+						t.Fatalf("%+v: c[%d] = %g, want %g", s, i, c[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCaches: whatever CPUID reports (or does not), the sizes the blocking
+// uses are positive and ordered.
+func TestCaches(t *testing.T) {
+	c := Caches()
+	t.Logf("%+v", c)
+	if c.L1 <= 0 || c.L2 < c.L1 || c.L3 < c.L2 {
+		t.Fatalf("cache sizes %+v", c)
+	}
+	if got := (CacheSizes{}).fill(); got != fallbackCaches {
+		t.Fatalf("unknown sizes filled to %+v, want %+v", got, fallbackCaches)
+	}
+}
