@@ -103,3 +103,36 @@ func TestCaches(t *testing.T) {
 		t.Fatalf("unknown sizes filled to %+v, want %+v", got, fallbackCaches)
 	}
 }
+
+// TestBlocked: the blocking derived from cache sizes keeps the B micro-panel
+// in half the L1 and the A and B blocks in half the L2 each, in whole tiles,
+// on the CPU classes the kernels target.
+func TestBlocked(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		cache CacheSizes
+	}{
+		{"zen1", CacheSizes{L1: 32 << 10, L2: 512 << 10, L3: 2 << 20}},
+		{"skylake client", CacheSizes{L1: 32 << 10, L2: 256 << 10, L3: 2 << 20}},
+		{"zen5", CacheSizes{L1: 48 << 10, L2: 1 << 20, L3: 4 << 20}},
+		{"tiny", CacheSizes{L1: 4 << 10, L2: 16 << 10, L3: 16 << 10}},
+	} {
+		for _, mr := range []struct{ mr, nr int }{{6, 16}, {8, 32}, {4, 4}} {
+			k := blocked(&kernel{mr: mr.mr, nr: mr.nr}, c.cache)
+			t.Logf("%s %d×%d: kc %d, mc %d, nc %d", c.name, mr.mr, mr.nr, k.kc, k.mc, k.nc)
+			if k.kc%8 != 0 || k.mc%k.mr != 0 || k.nc%k.nr != 0 || k.kc < 64 || k.mc < k.mr || k.nc < k.nr {
+				t.Errorf("%s %d×%d: kc %d, mc %d, nc %d not in whole units", c.name, mr.mr, mr.nr, k.kc, k.mc, k.nc)
+			}
+			if c.name == "tiny" {
+				continue // the lower bounds win over the caches
+			}
+			if 4*k.kc*k.nr > c.cache.L1/2 || 4*k.mc*k.kc > c.cache.L2/2 || 4*k.kc*k.nc > c.cache.L2/2 {
+				t.Errorf("%s %d×%d: kc %d, mc %d, nc %d overflow the caches", c.name, mr.mr, mr.nr, k.kc, k.mc, k.nc)
+			}
+		}
+	}
+	// Zen 1 with the AVX2 kernel: BLIS's Haswell blocking (kc 256) falls out.
+	if k := blocked(&kernel{mr: 6, nr: 16}, CacheSizes{L1: 32 << 10, L2: 512 << 10}); k.kc != 256 || k.mc != 252 || k.nc != 256 {
+		t.Errorf("zen1 avx2: kc %d, mc %d, nc %d; want 256, 252, 256", k.kc, k.mc, k.nc)
+	}
+}

@@ -6,7 +6,9 @@
 // cache-sized blocks laid out for a register-blocked micro-kernel (Go assembly
 // with AVX-512 or AVX2+FMA on amd64, portable Go elsewhere), and large problems
 // are split across GOMAXPROCS goroutines, all of which have finished when the
-// call returns. Sgemm is safe for concurrent use.
+// call returns. Sgemm is safe for concurrent use. The block sizes follow the
+// CPU's cache sizes (CPUID), and NCSN_GEMM=avx2 (or generic) forces a
+// narrower kernel than the CPU allows, to measure it.
 package gemm
 
 import (

@@ -29,8 +29,33 @@ type kernel struct {
 	// j < w and q < panels (whole panels side by side).
 	copyRows func(kb int, src *float32, lds int, dst *float32, w, panels int)
 	// transRows: dst[p·w + j] = src[j·lds + p] for p < 8·kb8, j < w.
-	// Both need w%8 == 0 or w == 4.
+	// copyRows needs w%8 == 0 or w == 6, transRows w%8 == 0.
 	transRows func(kb8 int, src *float32, lds int, dst *float32, w int)
+}
+
+// blocked sets k's cache blocks from the cache sizes c, after the
+// analytical model of BLIS (Low et al., 2016), and returns k:
+//   - kc: a kc×nr micro-panel of B stays in L1 while the A micro-panels and
+//     C tiles stream past it, so it takes half of the L1;
+//   - mc: the mc×kc block of A that every micro-panel of B meets stays in
+//     half of the L2;
+//   - nc: the kc×nc block of B that every block of A meets takes the other
+//     half of the L2 (not the L3: its share per core is small on the many-
+//     core parts, and the networks' products are at most a few hundred wide).
+//
+// Tuned constants would fit one machine: a Zen 1 has a 32 KiB L1 and 512
+// KiB L2, a Zen 5 48 KiB and 1 MiB, an Intel client core 48 KiB and 1.25–2
+// MiB.
+func blocked(k *kernel, c CacheSizes) *kernel {
+	k.kc = clampTo(c.L1/2/(4*k.nr), 64, 512, 8)
+	k.mc = clampTo(c.L2/2/(4*k.kc), 8*k.mr, 1024, k.mr)
+	k.nc = clampTo(c.L2/2/(4*k.kc), 4*k.nr, 2048, k.nr)
+	return k
+}
+
+// clampTo rounds v down to a multiple of unit within [lo, hi].
+func clampTo(v, lo, hi, unit int) int {
+	return max(lo/unit*unit, min(hi, v)/unit*unit)
 }
 
 // parallelMin is the number of multiply-adds below which a call stays on one
