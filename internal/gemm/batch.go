@@ -62,28 +62,28 @@ func newPackedB(kern *kernel, k, n, count int) *PackedB {
 	return &PackedB{kern: kern, k: k, n: n, count: count, size: size, buf: alignedFloats(size * count)}
 }
 
-// Pack packs op(B_i) for i < count, B_i starting at b[i·stride] with row
-// stride ldb (as Sgemm's b and ldb).
-func (p *PackedB) Pack(transB bool, b []float32, ldb, stride int) {
+// Pack packs op(B_i), the i-th matrix, from b with row stride ldb (as
+// Sgemm's b and ldb). Different i may be packed concurrently.
+func (p *PackedB) Pack(i int, transB bool, b []float32, ldb int) {
 	kern, k, n := p.kern, p.k, p.n
+	if i < 0 || i >= p.count {
+		panic(fmt.Sprintf("gemm: packing matrix %d of %d", i, p.count))
+	}
 	if k == 0 || n == 0 {
 		return
 	}
+	checkArgs(false, transB, 1, n, k, k, k, len(b), ldb, n, n)
+	dst := p.buf[i*p.size : (i+1)*p.size]
 	ncb, kcb := balance(n, kern.nc, kern.nr), balance(k, kern.kc, 8)
-	for i := range p.count {
-		bi := b[i*stride:]
-		checkArgs(false, transB, 1, n, k, k, k, len(bi), ldb, n, n)
-		dst := p.buf[i*p.size : (i+1)*p.size]
-		off := 0
-		// The blocks in the order run visits them.
-		for jc := 0; jc < n; jc += ncb {
-			nb := min(ncb, n-jc)
-			for pc := 0; pc < k; pc += kcb {
-				kb := min(kcb, k-pc)
-				sz := kb * roundUp(nb, kern.nr)
-				packB(kern, transB, bi, ldb, pc, jc, kb, nb, dst[off:off+sz])
-				off += sz
-			}
+	off := 0
+	// The blocks in the order run visits them.
+	for jc := 0; jc < n; jc += ncb {
+		nb := min(ncb, n-jc)
+		for pc := 0; pc < k; pc += kcb {
+			kb := min(kcb, k-pc)
+			sz := kb * roundUp(nb, kern.nr)
+			packB(kern, transB, b, ldb, pc, jc, kb, nb, dst[off:off+sz])
+			off += sz
 		}
 	}
 }

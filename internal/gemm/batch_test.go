@@ -79,7 +79,9 @@ func TestSgemmBatchPacked(t *testing.T) {
 				want := append([]float32(nil), c...)
 				sgemmBatch(kern, s.transA, s.transB, s.m, s.n, s.k, s.alpha, a, ac, sa, b, bc, sb, s.beta, want, s.n, sc, count)
 				pb := newPackedB(kern, s.k, s.n, count)
-				pb.Pack(s.transB, b, bc, sb)
+				for i := range count {
+					pb.Pack(i, s.transB, b[i*sb:], bc)
+				}
 				SgemmBatchPacked(s.transA, s.m, s.alpha, a, ac, sa, pb, s.beta, c, s.n, sc)
 				for i := range c {
 					if c[i] != want[i] {
