@@ -79,31 +79,30 @@ func choose[T Float](p convPolicy, g *convGeom) (fwd, bwd convAlgo) {
 	return convRule(gemm.Kernel(), g.Ci, g.Co, g.Ho, g.Wo)
 }
 
-// convRulePoint is one measurement: for Ci = Co = c channels on s×s images,
-// the fastest forward and backward algorithms with the kernel class isa, and
-// the times of each algorithm relative to direct's (fwd, bwd).
+// convRulePoint is one measurement: for ci → co channels on s×s images, the
+// fastest forward and backward algorithms with the kernel class isa, and the
+// times of each algorithm relative to direct's (fwd, bwd).
 type convRulePoint struct {
-	isa      string
-	c, s     int
-	fwd, bwd convAlgo
-	rel      [3][2]float64
+	isa       string
+	ci, co, s int
+	fwd, bwd  convAlgo
+	rel       [3][2]float64
 }
 
-// convRule looks up the measured point nearest to a layer: channels by the
-// harmonic mean of Ci and Co (a Winograd layer's transforms cost Ci + Co per
-// tile, its products Ci·Co, so their ratio is what matters), size by √(H·W),
-// both on a log scale. Kernel classes without measurements (generic) compute
+// convRule looks up the measured point nearest to a layer in log-scaled
+// (Ci, Co, √(H·W)). Kernel classes without measurements (generic) compute
 // directly: Winograd's transforms have no portable fast path.
 func convRule(isa string, ci, co, h, w int) (fwd, bwd convAlgo) {
-	hm := 2 * float64(ci) * float64(co) / float64(ci+co)
 	sz := math.Sqrt(float64(h * w))
 	best, fwd, bwd := math.Inf(1), convDirect, convDirect
 	for _, p := range convRuleTable {
 		if p.isa != isa {
 			continue
 		}
-		dc, ds := math.Log2(hm/float64(p.c)), math.Log2(sz/float64(p.s))
-		if d := dc*dc + ds*ds; d < best {
+		di := math.Log2(float64(ci) / float64(p.ci))
+		do := math.Log2(float64(co) / float64(p.co))
+		ds := math.Log2(sz / float64(p.s))
+		if d := di*di + do*do + ds*ds; d < best {
 			best, fwd, bwd = d, p.fwd, p.bwd
 		}
 	}

@@ -7,6 +7,7 @@ import (
 
 	"gorgonia.org/gorgonia"
 
+	"github.com/ncsn/ncsn/internal/gemm"
 	"github.com/ncsn/ncsn/internal/keyrand"
 )
 
@@ -14,6 +15,7 @@ import (
 // in one pass with one algorithm. GFLOPS counts the direct convolution's
 // multiply-adds (×2) whatever the algorithm, so algorithms compare by it.
 type ConvLayerBench struct {
+	Kernel string  `json:"kernel"` // the gemm kernel class: avx512, avx2 or generic
 	Layer  string  `json:"layer"`
 	Size   string  `json:"size"` // H×W, Ci→Co, stride
 	Pass   string  `json:"pass"` // fwd, or bwd (weight and input gradients)
@@ -64,7 +66,7 @@ func BenchConvLayers(cfg Config, shape []int, batch, iters int) ([]ConvLayerBenc
 					}
 				}
 				sec := best[i][p].Seconds()
-				out = append(out, ConvLayerBench{Layer: l.name, Size: size, Pass: pass, Algo: a.String(), Chosen: chosen,
+				out = append(out, ConvLayerBench{Kernel: gemm.Kernel(), Layer: l.name, Size: size, Pass: pass, Algo: a.String(), Chosen: chosen,
 					GFLOP: round(fl, 4), Sec: round(sec, 6), GFLOPS: round(fl/sec, 1)})
 			}
 		}
