@@ -103,6 +103,7 @@ type NetOf[T Float] struct {
 	dim   int   // prod(shape)
 	p     *ParamsOf[T]
 	specs []pspec
+	conv  convPolicy // NCSN_CONV when built
 }
 
 // Net is the float32 network used for training and sampling.
@@ -123,7 +124,11 @@ func newNet[T Float](cfg Config, shape []int) (*NetOf[T], error) {
 	if err := cfg.Validate(shape); err != nil {
 		return nil, err
 	}
-	n := &NetOf[T]{cfg: cfg, shape: slices.Clone(shape), dim: prod(shape)}
+	conv, err := convPolicyFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	n := &NetOf[T]{cfg: cfg, shape: slices.Clone(shape), dim: prod(shape), conv: conv}
 	var specs []pspec
 	if cfg.Arch == "mlp" {
 		specs = mlpSpecs(cfg, shape[0])
@@ -159,6 +164,8 @@ type builder[T Float] struct {
 	params []*gorgonia.Node
 	grad   []T // flat gradient buffer; nil when no gradient is built
 	ws     *workspace[T]
+	// convs, if not nil, receives each convolution layer as it is added.
+	convs func(convLayer)
 }
 
 func newBuilder[T Float](n *NetOf[T], batch int, withGrad bool) *builder[T] {

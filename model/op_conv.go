@@ -97,14 +97,17 @@ func col2im[T Float](g *convGeom, col, dx []T, b0, b1 int) {
 // the same run: the weights permuted to the column order, and per-worker
 // gradient accumulators.
 type convState[T Float] struct {
-	g    convGeom
-	wk   []T   // [Co, K], (ky, kx, ci) order
-	wt   []T   // [Ci, 9·Co]: wk flipped and transposed, for stride-1 dx
-	bv   [][]T // per worker [Co]: bias plus the sample's embedding
-	dwk  [][]T // per worker [Co, K]
-	db   [][]T // per worker [Co]
-	dadd []T   // [B, Co]
-	dx   []T   // [B, H, W, Ci]
+	g        convGeom
+	fwd, bwd convAlgo     // the algorithms of the forward and the backward op
+	wf, wb   *winoConv[T] // their Winograd states (nil for direct)
+	wk       []T          // [Co, K], (ky, kx, ci) order
+	wt       []T          // [Ci, 9·Co]: wk flipped and transposed, for stride-1 dx
+	bv       [][]T        // per worker [Co]: bias plus the sample's embedding
+	dwk      [][]T        // per worker [Co, K]
+	db       [][]T        // per worker [Co]
+	du       [][]T        // per worker [α², Co, Ci]: Winograd weight gradient
+	dadd     []T          // [B, Co]
+	dx       []T          // [B, H, W, Ci]
 }
 
 // permuteW converts PyTorch's [Co, Ci, 3, 3] to [Co, (ky, kx, ci)].
@@ -154,7 +157,20 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 	g := &st.g
 	st.wk = make([]T, co*g.K)
 	ws := b.ws
-	ws.reserve(g.nb * g.Ho * g.Wo * max(g.K, 9*co))
+	st.fwd, st.bwd = choose[T](b.net.conv, g)
+	if st.fwd != convDirect {
+		st.wf = newWinoConv[T](st.fwd.spec(), g)
+		ws.reserve(st.wf.scratch(g))
+	}
+	if st.bwd == st.fwd {
+		st.wb = st.wf
+	} else if st.bwd != convDirect {
+		st.wb = newWinoConv[T](st.bwd.spec(), g)
+		ws.reserve(st.wb.scratch(g))
+	}
+	if st.fwd == convDirect || st.bwd == convDirect {
+		ws.reserve(g.nb * g.Ho * g.Wo * max(g.K, 9*co))
+	}
 	st.bv = make([][]T, ws.nw)
 	for i := range st.bv {
 		st.bv[i] = make([]T, co)
@@ -173,6 +189,20 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 	fwd := func(y []T, in [][]T) {
 		x, bias := in[0], in[2]
 		permuteW(st.wk, in[1], co, g.Ci)
+		if wc := st.wf; wc != nil {
+			var addv, resv []T
+			if iAdd >= 0 {
+				addv = in[iAdd]
+			}
+			if iRes >= 0 {
+				resv = in[iRes]
+			}
+			wc.setWeights(g, st.wk, ws.nw)
+			parallel(g.B, ws.nw, func(w, lo, hi int) {
+				wc.forward(g, x, y, bias, addv, resv, st.bv[w], lo, hi, ws.get(w, wc.scratch(g)))
+			})
+			return
+		}
 		parallel(g.B, ws.nw, func(w, lo, hi int) {
 			for c0 := lo; c0 < hi; c0 += g.nb {
 				c1 := min(c0+g.nb, hi)
@@ -213,7 +243,18 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 	diff := func(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
 		return b.convDiff(name, st, in[0], grad, iAdd >= 0, iRes >= 0, needDx, len(inputs))
 	}
+	if b.convs != nil {
+		b.convs(convLayer{name: name, g: *g, add: add != nil, res: res != nil, needDx: needDx, fwd: st.fwd, bwd: st.bwd})
+	}
 	return apply[T](name, []int{g.B, g.Ho, g.Wo, co}, nil, fwd, wrt, diff, inputs...)
+}
+
+// convLayer describes one convolution of a network.
+type convLayer struct {
+	name             string
+	g                convGeom
+	add, res, needDx bool
+	fwd, bwd         convAlgo // the algorithms chosen
 }
 
 // convDiff adds the backward op (dW, with db, d add and dx as side outputs
@@ -227,13 +268,19 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 		st.dwk[i] = make([]T, co*g.K)
 		st.db[i] = make([]T, co)
 	}
+	if st.wb != nil {
+		st.du = make([][]T, ws.nw)
+		for i := range st.du {
+			st.du[i] = make([]T, len(st.wb.u))
+		}
+	}
 	if hasAdd {
 		st.dadd = make([]T, g.B*co)
 	}
 	var gd convGeom // dy's geometry, for stride-1 dx as a convolution of dy
 	if needDx {
 		st.dx = make([]T, g.B*g.H*g.W*g.Ci)
-		if g.S == 1 {
+		if g.S == 1 && st.wb == nil {
 			st.wt = make([]T, g.Ci*9*co)
 			gd = newConvGeom(g.B, g.Ho, g.Wo, co, g.Ci, 1)
 		}
@@ -242,8 +289,45 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 	if dbias == nil {
 		dbias = make([]T, co)
 	}
+	// biasGrads adds samples [c0, c1)'s bias gradient into db and sets their
+	// embedding gradients; dyc is their part of dy.
+	biasGrads := func(db, dyc []T, c0, c1 int) {
+		for s := c0; s < c1; s++ {
+			if hasAdd {
+				colSums(st.dadd[s*co:(s+1)*co], dyc[(s-c0)*hw*co:(s-c0+1)*hw*co], hw, co)
+				addTo(db, st.dadd[s*co:(s+1)*co])
+			} else {
+				for p := 0; p < hw; p++ {
+					addTo(db, dyc[((s-c0)*hw+p)*co:((s-c0)*hw+p+1)*co])
+				}
+			}
+		}
+	}
 	bwd := func(dw []T, in [][]T) {
 		x, dy := in[0], in[1]
+		if wc := st.wb; wc != nil {
+			if wc != st.wf {
+				wc.setWeights(g, st.wk, ws.nw) // the forward op left U of another algorithm
+			}
+			var dx []T
+			if needDx {
+				dx = st.dx
+				wc.packDx(g, ws.nw)
+			}
+			parallel(g.B, ws.nw, func(w, lo, hi int) {
+				clear(st.db[w])
+				biasGrads(st.db[w], dy[lo*hw*co:hi*hw*co], lo, hi)
+				wc.backward(g, x, dy, dx, st.du[w], lo, hi, ws.get(w, wc.scratch(g)))
+			})
+			for w := 1; w < ws.nw; w++ {
+				addTo(st.du[0], st.du[w])
+				addTo(st.db[0], st.db[w])
+			}
+			wc.weightGrad(g, st.du[0], st.dwk[0])
+			unpermuteW(dw, st.dwk[0], co, g.Ci)
+			copy(dbias, st.db[0])
+			return
+		}
 		if st.wt != nil {
 			flipW(st.wt, st.wk, co, g.Ci)
 		}
@@ -256,16 +340,7 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 				m := (c1 - c0) * hw
 				col := ws.get(w, m*max(g.K, 9*co))
 				dyc := dy[c0*hw*co : c1*hw*co]
-				for s := c0; s < c1; s++ {
-					if hasAdd {
-						colSums(st.dadd[s*co:(s+1)*co], dyc[(s-c0)*hw*co:(s-c0+1)*hw*co], hw, co)
-						addTo(db, st.dadd[s*co:(s+1)*co])
-					} else {
-						for p := 0; p < hw; p++ {
-							addTo(db, dyc[((s-c0)*hw+p)*co:((s-c0)*hw+p+1)*co])
-						}
-					}
-				}
+				biasGrads(db, dyc, c0, c1)
 				im2col(g, x, col[:m*g.K], c0, c1)
 				gemmT(true, false, co, g.K, m, 1, dyc, co, col[:m*g.K], g.K, 1, dwk, g.K)
 				switch {

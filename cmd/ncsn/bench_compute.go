@@ -22,8 +22,9 @@ func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	batch := fs.Int("batch", 0, "batch size (default 512 for mlp, 64 for unet)")
 	iters := fs.Int("iters", 10, "timed steps (×20 for mlp when --net is not given, as torch_ref.py does)")
 	threads := fs.Int("threads", 0, "GOMAXPROCS (default: all cores)")
+	layers := fs.Bool("layers", false, "time each convolution of the unet alone instead, forward and backward, with every algorithm (best of --iters runs): one JSON line per layer, pass and algorithm")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn bench compute [--net mlp|unet] [--batch B] [--iters N] [--threads T]\n\nTimes one DSM training step (forward, backward, flat gradient) and prints one JSON line per workload.")
+		fmt.Fprintln(stderr, "usage: ncsn bench compute [--net mlp|unet] [--batch B] [--iters N] [--threads T] [--layers]\n\nTimes one DSM training step (forward, backward, flat gradient) and prints one JSON line per workload.")
 		printFlags(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -31,6 +32,26 @@ func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if *threads > 0 {
 		runtime.GOMAXPROCS(*threads)
+	}
+	if *layers {
+		if *netName == "mlp" {
+			return usageError{fmt.Errorf("--layers: the mlp has no convolutions; use --net unet")}
+		}
+		b := *batch
+		if b == 0 {
+			b = 64
+		}
+		rs, err := model.BenchConvLayers(model.Config{Arch: "unet"}, []int{1, 28, 28}, b, *iters)
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(stdout)
+		for _, r := range rs {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	type work struct {
 		net   string

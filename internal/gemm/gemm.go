@@ -6,7 +6,9 @@
 // cache-sized blocks laid out for a register-blocked micro-kernel (Go assembly
 // with AVX-512 or AVX2+FMA on amd64, portable Go elsewhere), and large problems
 // are split across GOMAXPROCS goroutines, all of which have finished when the
-// call returns. Sgemm is safe for concurrent use.
+// call returns. Sgemm is safe for concurrent use. The block sizes follow the
+// CPU's cache sizes (CPUID), and NCSN_GEMM=avx2 (or generic) forces a
+// narrower kernel than the CPU allows, to measure it.
 package gemm
 
 import (
@@ -35,6 +37,9 @@ func trans(t bool) blas.Transpose {
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	sgemm(defaultKernel, runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
+
+// Kernel names the micro-kernel Sgemm uses: avx512, avx2 or generic.
+func Kernel() string { return defaultKernel.name }
 
 // Dgemm is Sgemm in float64 (used by gradient checks).
 func Dgemm(transA, transB bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {

@@ -19,137 +19,9 @@ TEXT ·xgetbv(SB), NOSPLIT, $0-8
 	MOVL DX, edx+4(FP)
 	RET
 
-// One step of the 4×24 AVX2 kernel: three ymm of B times four broadcast
-// elements of A into twelve accumulators Y0–Y11.
-#define STEP4x24(aoff, boff) \
-	VMOVUPS boff(DI), Y12; \
-	VMOVUPS boff+32(DI), Y13; \
-	VMOVUPS boff+64(DI), Y14; \
-	VBROADCASTSS aoff(SI), Y15; \
-	VFMADD231PS Y12, Y15, Y0; \
-	VFMADD231PS Y13, Y15, Y1; \
-	VFMADD231PS Y14, Y15, Y2; \
-	VBROADCASTSS aoff+4(SI), Y15; \
-	VFMADD231PS Y12, Y15, Y3; \
-	VFMADD231PS Y13, Y15, Y4; \
-	VFMADD231PS Y14, Y15, Y5; \
-	VBROADCASTSS aoff+8(SI), Y15; \
-	VFMADD231PS Y12, Y15, Y6; \
-	VFMADD231PS Y13, Y15, Y7; \
-	VFMADD231PS Y14, Y15, Y8; \
-	VBROADCASTSS aoff+12(SI), Y15; \
-	VFMADD231PS Y12, Y15, Y9; \
-	VFMADD231PS Y13, Y15, Y10; \
-	VFMADD231PS Y14, Y15, Y11
-
-// func kern4x24(kc int, a, b, c *float32, ldc int, alpha, beta float32, load bool)
-// c[0:4][0:24] = alpha·a·b (+ beta·c when load), a packed 4 per step, b 24 per step.
-TEXT ·kern4x24(SB), NOSPLIT, $0-49
-	MOVQ kc+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ ldc+32(FP), R8
-	SHLQ $2, R8
-	LEAQ (DX)(R8*2), R9 // row 2
-
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-
-	PREFETCHT0 (DX)
-	PREFETCHT0 64(DX)
-	PREFETCHT0 (DX)(R8*1)
-	PREFETCHT0 64(DX)(R8*1)
-	PREFETCHT0 (R9)
-	PREFETCHT0 64(R9)
-	PREFETCHT0 (R9)(R8*1)
-	PREFETCHT0 64(R9)(R8*1)
-
-	CMPQ CX, $4
-	JLT  tail
-
-loop4:
-	STEP4x24(0, 0)
-	STEP4x24(16, 96)
-	STEP4x24(32, 192)
-	STEP4x24(48, 288)
-	ADDQ $64, SI
-	ADDQ $384, DI
-	SUBQ $4, CX
-	CMPQ CX, $4
-	JGE  loop4
-
-tail:
-	TESTQ CX, CX
-	JEQ   store
-
-loop1:
-	STEP4x24(0, 0)
-	ADDQ $16, SI
-	ADDQ $96, DI
-	DECQ CX
-	JNE  loop1
-
-store:
-	VBROADCASTSS alpha+40(FP), Y15
-	VMULPS Y15, Y0, Y0
-	VMULPS Y15, Y1, Y1
-	VMULPS Y15, Y2, Y2
-	VMULPS Y15, Y3, Y3
-	VMULPS Y15, Y4, Y4
-	VMULPS Y15, Y5, Y5
-	VMULPS Y15, Y6, Y6
-	VMULPS Y15, Y7, Y7
-	VMULPS Y15, Y8, Y8
-	VMULPS Y15, Y9, Y9
-	VMULPS Y15, Y10, Y10
-	VMULPS Y15, Y11, Y11
-	MOVBLZX load+48(FP), AX
-	TESTL   AX, AX
-	JEQ     store0
-	VBROADCASTSS beta+44(FP), Y15
-	VFMADD231PS (DX), Y15, Y0
-	VFMADD231PS 32(DX), Y15, Y1
-	VFMADD231PS 64(DX), Y15, Y2
-	VFMADD231PS (DX)(R8*1), Y15, Y3
-	VFMADD231PS 32(DX)(R8*1), Y15, Y4
-	VFMADD231PS 64(DX)(R8*1), Y15, Y5
-	VFMADD231PS (R9), Y15, Y6
-	VFMADD231PS 32(R9), Y15, Y7
-	VFMADD231PS 64(R9), Y15, Y8
-	VFMADD231PS (R9)(R8*1), Y15, Y9
-	VFMADD231PS 32(R9)(R8*1), Y15, Y10
-	VFMADD231PS 64(R9)(R8*1), Y15, Y11
-
-store0:
-	VMOVUPS Y0, (DX)
-	VMOVUPS Y1, 32(DX)
-	VMOVUPS Y2, 64(DX)
-	VMOVUPS Y3, (DX)(R8*1)
-	VMOVUPS Y4, 32(DX)(R8*1)
-	VMOVUPS Y5, 64(DX)(R8*1)
-	VMOVUPS Y6, (R9)
-	VMOVUPS Y7, 32(R9)
-	VMOVUPS Y8, 64(R9)
-	VMOVUPS Y9, (R9)(R8*1)
-	VMOVUPS Y10, 32(R9)(R8*1)
-	VMOVUPS Y11, 64(R9)(R8*1)
-	VZEROUPPER
-	RET
-
 // func copyPanels(kb int, src *float32, lds int, dst *float32, w, panels int)
 // dst[q·w·kb + p·w + j] = src[p·lds + q·w + j] for p < kb, q < panels, j < w;
-// w is a multiple of 8, or 4. Source rows are read in order, which the
+// w is a multiple of 8, or 6. Source rows are read in order, which the
 // hardware prefetchers follow far better than w-wide strided reads.
 TEXT ·copyPanels(SB), NOSPLIT, $0-48
 	MOVQ kb+0(FP), CX
@@ -168,8 +40,8 @@ TEXT ·copyPanels(SB), NOSPLIT, $0-48
 	TESTQ R11, R11
 	JEQ   cpdone
 	LEAQ (R8)(R8*2), R13 // prefetch distance: 3 rows ahead
-	CMPQ R9, $16
-	JEQ  cp4row
+	CMPQ R9, $24
+	JEQ  cp6row
 
 cprow:
 	MOVQ SI, AX
@@ -198,22 +70,24 @@ cpchunk:
 	JNE     cprow
 	JMP     cpdone
 
-cp4row:
+cp6row:
 	MOVQ SI, AX
 	MOVQ DI, BX
 	MOVQ R11, R12
 
-cp4panel:
+cp6panel:
 	VMOVUPS (AX), X0
+	MOVQ    16(AX), DX
 	VMOVUPS X0, (BX)
-	ADDQ    $16, AX
+	MOVQ    DX, 16(BX)
+	ADDQ    $24, AX
 	ADDQ    R10, BX
 	DECQ    R12
-	JNE     cp4panel
+	JNE     cp6panel
 	ADDQ    R8, SI
-	ADDQ    $16, DI
+	ADDQ    $24, DI
 	DECQ    CX
-	JNE     cp4row
+	JNE     cp6row
 
 cpdone:
 	VZEROUPPER
@@ -306,48 +180,6 @@ tblock:
 	JLT  tgroup
 
 tdone:
-	VZEROUPPER
-	RET
-
-// func transPanel4(kb8 int, src *float32, lds int, dst *float32)
-// dst[p·4 + i] = src[i·lds + p] for p < 8·kb8, i < 4.
-TEXT ·transPanel4(SB), NOSPLIT, $0-32
-	MOVQ kb8+0(FP), CX
-	MOVQ src+8(FP), SI
-	MOVQ lds+16(FP), R8
-	SHLQ $2, R8
-	MOVQ dst+24(FP), DI
-	LEAQ (R8)(R8*2), R12
-	TESTQ CX, CX
-	JEQ   t4done
-
-t4block:
-	VMOVUPS (SI), Y0
-	VMOVUPS (SI)(R8*1), Y1
-	VMOVUPS (SI)(R8*2), Y2
-	VMOVUPS (SI)(R12*1), Y3
-	VUNPCKLPS Y1, Y0, Y4
-	VUNPCKHPS Y1, Y0, Y5
-	VUNPCKLPS Y3, Y2, Y6
-	VUNPCKHPS Y3, Y2, Y7
-	VSHUFPS $0x44, Y6, Y4, Y0
-	VSHUFPS $0xEE, Y6, Y4, Y1
-	VSHUFPS $0x44, Y7, Y5, Y2
-	VSHUFPS $0xEE, Y7, Y5, Y3
-	VPERM2F128 $0x20, Y1, Y0, Y4
-	VPERM2F128 $0x20, Y3, Y2, Y5
-	VPERM2F128 $0x31, Y1, Y0, Y6
-	VPERM2F128 $0x31, Y3, Y2, Y7
-	VMOVUPS Y4, (DI)
-	VMOVUPS Y5, 32(DI)
-	VMOVUPS Y6, 64(DI)
-	VMOVUPS Y7, 96(DI)
-	ADDQ $32, SI
-	ADDQ $128, DI
-	DECQ CX
-	JNE  t4block
-
-t4done:
 	VZEROUPPER
 	RET
 
@@ -677,5 +509,219 @@ storer0:
 	VMOVUPS Z13, 64(R9)(R8*2)
 	VMOVUPS Z14, (R9)(R10*1)
 	VMOVUPS Z15, 64(R9)(R10*1)
+	VZEROUPPER
+	RET
+
+// One step of the 6×16 AVX2 kernel: two ymm of B times six broadcast
+// elements of A (packed, 6 per step) into twelve accumulators Y0–Y11.
+#define STEP6x16(aoff, boff) \
+	VMOVUPS boff(DI), Y12; \
+	VMOVUPS boff+32(DI), Y13; \
+	VBROADCASTSS aoff(SI), Y14; \
+	VFMADD231PS Y12, Y14, Y0; \
+	VFMADD231PS Y13, Y14, Y1; \
+	VBROADCASTSS aoff+4(SI), Y15; \
+	VFMADD231PS Y12, Y15, Y2; \
+	VFMADD231PS Y13, Y15, Y3; \
+	VBROADCASTSS aoff+8(SI), Y14; \
+	VFMADD231PS Y12, Y14, Y4; \
+	VFMADD231PS Y13, Y14, Y5; \
+	VBROADCASTSS aoff+12(SI), Y15; \
+	VFMADD231PS Y12, Y15, Y6; \
+	VFMADD231PS Y13, Y15, Y7; \
+	VBROADCASTSS aoff+16(SI), Y14; \
+	VFMADD231PS Y12, Y14, Y8; \
+	VFMADD231PS Y13, Y14, Y9; \
+	VBROADCASTSS aoff+20(SI), Y15; \
+	VFMADD231PS Y12, Y15, Y10; \
+	VFMADD231PS Y13, Y15, Y11
+
+// The same with A read in place: rows 0–2 at SI + {0,1,2}·lda, rows 3–5 at
+// R12 + {0,1,2}·lda, lda bytes in R11.
+#define STEP6x16R(aoff, boff) \
+	VMOVUPS boff(DI), Y12; \
+	VMOVUPS boff+32(DI), Y13; \
+	VBROADCASTSS aoff(SI), Y14; \
+	VFMADD231PS Y12, Y14, Y0; \
+	VFMADD231PS Y13, Y14, Y1; \
+	VBROADCASTSS aoff(SI)(R11*1), Y15; \
+	VFMADD231PS Y12, Y15, Y2; \
+	VFMADD231PS Y13, Y15, Y3; \
+	VBROADCASTSS aoff(SI)(R11*2), Y14; \
+	VFMADD231PS Y12, Y14, Y4; \
+	VFMADD231PS Y13, Y14, Y5; \
+	VBROADCASTSS aoff(R12), Y15; \
+	VFMADD231PS Y12, Y15, Y6; \
+	VFMADD231PS Y13, Y15, Y7; \
+	VBROADCASTSS aoff(R12)(R11*1), Y14; \
+	VFMADD231PS Y12, Y14, Y8; \
+	VFMADD231PS Y13, Y14, Y9; \
+	VBROADCASTSS aoff(R12)(R11*2), Y15; \
+	VFMADD231PS Y12, Y15, Y10; \
+	VFMADD231PS Y13, Y15, Y11
+
+// STORE6x16 scales Y0–Y11 by alpha, adds beta·C when load, and stores the
+// 6×16 tile at DX (rows ldc bytes apart in R8, row 3 at R9).
+#define STORE6x16(alphaoff, betaoff, loadoff, skip) \
+	VBROADCASTSS alphaoff(FP), Y15; \
+	VMULPS Y15, Y0, Y0; \
+	VMULPS Y15, Y1, Y1; \
+	VMULPS Y15, Y2, Y2; \
+	VMULPS Y15, Y3, Y3; \
+	VMULPS Y15, Y4, Y4; \
+	VMULPS Y15, Y5, Y5; \
+	VMULPS Y15, Y6, Y6; \
+	VMULPS Y15, Y7, Y7; \
+	VMULPS Y15, Y8, Y8; \
+	VMULPS Y15, Y9, Y9; \
+	VMULPS Y15, Y10, Y10; \
+	VMULPS Y15, Y11, Y11; \
+	MOVBLZX loadoff(FP), AX; \
+	TESTL AX, AX; \
+	JEQ skip; \
+	VBROADCASTSS betaoff(FP), Y15; \
+	VFMADD231PS (DX), Y15, Y0; \
+	VFMADD231PS 32(DX), Y15, Y1; \
+	VFMADD231PS (DX)(R8*1), Y15, Y2; \
+	VFMADD231PS 32(DX)(R8*1), Y15, Y3; \
+	VFMADD231PS (DX)(R8*2), Y15, Y4; \
+	VFMADD231PS 32(DX)(R8*2), Y15, Y5; \
+	VFMADD231PS (R9), Y15, Y6; \
+	VFMADD231PS 32(R9), Y15, Y7; \
+	VFMADD231PS (R9)(R8*1), Y15, Y8; \
+	VFMADD231PS 32(R9)(R8*1), Y15, Y9; \
+	VFMADD231PS (R9)(R8*2), Y15, Y10; \
+	VFMADD231PS 32(R9)(R8*2), Y15, Y11; \
+skip: \
+	VMOVUPS Y0, (DX); \
+	VMOVUPS Y1, 32(DX); \
+	VMOVUPS Y2, (DX)(R8*1); \
+	VMOVUPS Y3, 32(DX)(R8*1); \
+	VMOVUPS Y4, (DX)(R8*2); \
+	VMOVUPS Y5, 32(DX)(R8*2); \
+	VMOVUPS Y6, (R9); \
+	VMOVUPS Y7, 32(R9); \
+	VMOVUPS Y8, (R9)(R8*1); \
+	VMOVUPS Y9, 32(R9)(R8*1); \
+	VMOVUPS Y10, (R9)(R8*2); \
+	VMOVUPS Y11, 32(R9)(R8*2)
+
+#define ZERO6x16 \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3; \
+	VXORPS Y4, Y4, Y4; \
+	VXORPS Y5, Y5, Y5; \
+	VXORPS Y6, Y6, Y6; \
+	VXORPS Y7, Y7, Y7; \
+	VXORPS Y8, Y8, Y8; \
+	VXORPS Y9, Y9, Y9; \
+	VXORPS Y10, Y10, Y10; \
+	VXORPS Y11, Y11, Y11
+
+#define PREFETCH6x16 \
+	PREFETCHT0 (DX); \
+	PREFETCHT0 32(DX); \
+	PREFETCHT0 (DX)(R8*1); \
+	PREFETCHT0 32(DX)(R8*1); \
+	PREFETCHT0 (DX)(R8*2); \
+	PREFETCHT0 32(DX)(R8*2); \
+	PREFETCHT0 (R9); \
+	PREFETCHT0 32(R9); \
+	PREFETCHT0 (R9)(R8*1); \
+	PREFETCHT0 32(R9)(R8*1); \
+	PREFETCHT0 (R9)(R8*2); \
+	PREFETCHT0 32(R9)(R8*2)
+
+// func kern6x16(kc int, a, b, c *float32, ldc int, alpha, beta float32, load bool)
+// c[0:6][0:16] = alpha·a·b (+ beta·c when load), a packed 6 per step, b 16 per step.
+TEXT ·kern6x16(SB), NOSPLIT, $0-49
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	ADDQ DX, R9 // row 3 of C
+	ZERO6x16
+	PREFETCH6x16
+	CMPQ CX, $4
+	JLT  tail6
+
+loop6:
+	STEP6x16(0, 0)
+	STEP6x16(24, 64)
+	STEP6x16(48, 128)
+	STEP6x16(72, 192)
+	ADDQ $96, SI
+	ADDQ $256, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE  loop6
+
+tail6:
+	TESTQ CX, CX
+	JEQ   store6
+
+loop61:
+	STEP6x16(0, 0)
+	ADDQ $24, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNE  loop61
+
+store6:
+	STORE6x16(alpha+40, beta+44, load+48, store60)
+	VZEROUPPER
+	RET
+
+// func kern6x16r(kc int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32, load bool)
+// kern6x16 with row i of A at a[i·lda:] instead of packed.
+TEXT ·kern6x16r(SB), NOSPLIT, $0-57
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R11
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R11
+	LEAQ (R11)(R11*2), AX
+	LEAQ (SI)(AX*1), R12 // row 3 of A
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R9
+	ADDQ DX, R9 // row 3 of C
+	ZERO6x16
+	PREFETCH6x16
+	CMPQ CX, $4
+	JLT  tail6r
+
+loop6r:
+	STEP6x16R(0, 0)
+	STEP6x16R(4, 64)
+	STEP6x16R(8, 128)
+	STEP6x16R(12, 192)
+	ADDQ $16, SI
+	ADDQ $16, R12
+	ADDQ $256, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE  loop6r
+
+tail6r:
+	TESTQ CX, CX
+	JEQ   store6r
+
+loop6r1:
+	STEP6x16R(0, 0)
+	ADDQ $4, SI
+	ADDQ $4, R12
+	ADDQ $64, DI
+	DECQ CX
+	JNE  loop6r1
+
+store6r:
+	STORE6x16(alpha+48, beta+52, load+56, store6r0)
 	VZEROUPPER
 	RET

@@ -3,12 +3,12 @@ package gemm
 // genericKernel is the portable micro-kernel, used where no assembly kernel
 // applies. A 4×4 tile keeps its 16 accumulators in registers on common
 // 64-bit targets.
-var genericKernel = &kernel{
-	name: "generic",
-	mr:   4, nr: 4,
-	kc: 256, mc: 128, nc: 1024,
+var genericKernel = blocked(&kernel{
+	name:  "generic",
+	mr:    4,
+	nr:    4,
 	micro: microGeneric,
-}
+}, caches)
 
 func microGeneric(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	var c00, c01, c02, c03 float32

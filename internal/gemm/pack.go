@@ -36,7 +36,7 @@ func packB(kern *kernel, trans bool, b []float32, ldb, p0, j0, kb, nb int, dst [
 // dst[q·w·kb + p·w + j] = src[p·lds + q·w + j], the last panel zero-padded.
 func copyRows(kern *kernel, kb int, src []float32, lds int, dst []float32, n, w int) {
 	q0 := 0 // panels done by the assembly
-	if kern.copyRows != nil && (w%8 == 0 || w == 4) && n >= w {
+	if kern.copyRows != nil && (w%8 == 0 || w == 6) && n >= w {
 		q0 = n / w
 		_, _ = src[(kb-1)*lds+q0*w-1], dst[q0*w*kb-1] // what the assembly touches
 		kern.copyRows(kb, &src[0], lds, &dst[0], w, q0)
@@ -56,7 +56,7 @@ func copyRows(kern *kernel, kb int, src []float32, lds int, dst []float32, n, w 
 // columns n ≤ j < w.
 func transRows(kern *kernel, kb int, src []float32, lds int, dst []float32, n, w int) {
 	p0 := 0
-	if n == w && (w%8 == 0 || w == 4) && kern.transRows != nil && kb >= 8 {
+	if n == w && w%8 == 0 && kern.transRows != nil && kb >= 8 {
 		p0 = kb &^ 7
 		_, _ = src[(w-1)*lds+p0-1], dst[p0*w-1] // what the assembly touches
 		kern.transRows(p0/8, &src[0], lds, &dst[0], w)

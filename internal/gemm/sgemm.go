@@ -29,8 +29,33 @@ type kernel struct {
 	// j < w and q < panels (whole panels side by side).
 	copyRows func(kb int, src *float32, lds int, dst *float32, w, panels int)
 	// transRows: dst[p·w + j] = src[j·lds + p] for p < 8·kb8, j < w.
-	// Both need w%8 == 0 or w == 4.
+	// copyRows needs w%8 == 0 or w == 6, transRows w%8 == 0.
 	transRows func(kb8 int, src *float32, lds int, dst *float32, w int)
+}
+
+// blocked sets k's cache blocks from the cache sizes c, after the
+// analytical model of BLIS (Low et al., 2016), and returns k:
+//   - kc: a kc×nr micro-panel of B stays in L1 while the A micro-panels and
+//     C tiles stream past it, so it takes half of the L1;
+//   - mc: the mc×kc block of A that every micro-panel of B meets stays in
+//     half of the L2;
+//   - nc: the kc×nc block of B that every block of A meets takes the other
+//     half of the L2 (not the L3: its share per core is small on the many-
+//     core parts, and the networks' products are at most a few hundred wide).
+//
+// Tuned constants would fit one machine: a Zen 1 has a 32 KiB L1 and 512
+// KiB L2, a Zen 5 48 KiB and 1 MiB, an Intel client core 48 KiB and 1.25–2
+// MiB.
+func blocked(k *kernel, c CacheSizes) *kernel {
+	k.kc = clampTo(c.L1/2/(4*k.nr), 64, 512, 8)
+	k.mc = clampTo(c.L2/2/(4*k.kc), 8*k.mr, 1024, k.mr)
+	k.nc = clampTo(c.L2/2/(4*k.kc), 4*k.nr, 2048, k.nr)
+	return k
+}
+
+// clampTo rounds v down to a multiple of unit within [lo, hi].
+func clampTo(v, lo, hi, unit int) int {
+	return max(lo/unit*unit, min(hi, v)/unit*unit)
 }
 
 // parallelMin is the number of multiply-adds below which a call stays on one
@@ -146,6 +171,9 @@ type problem struct {
 	beta           float32
 	c              []float32
 	ldc            int
+	// pb, if not nil, is op(B) already packed (see PackedB), for the whole
+	// n columns: run then reads its blocks instead of packing B.
+	pb []float32
 }
 
 // worker owns the packing buffers of one goroutine. Workers are kept on a free
@@ -222,11 +250,19 @@ func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
 	ncb := balance(j1-j0, kern.nc, kern.nr)
 	kcb := balance(p.k, kern.kc, 8)
 	mcb := balance(i1-i0, kern.mc, kern.mr)
+	pbOff := 0
 	for jc := j0; jc < j1; jc += ncb {
 		nb := min(ncb, j1-jc)
 		for pc := 0; pc < p.k; pc += kcb {
 			kb := min(kcb, p.k-pc)
-			packB(kern, p.transB, p.b, p.ldb, pc, jc, kb, nb, w.bbuf)
+			bb := w.bbuf
+			if p.pb != nil {
+				n := kb * roundUp(nb, kern.nr)
+				bb = p.pb[pbOff : pbOff+n]
+				pbOff += n
+			} else {
+				packB(kern, p.transB, p.b, p.ldb, pc, jc, kb, nb, bb)
+			}
 			beta := p.beta
 			if pc > 0 {
 				beta = 1 // later blocks accumulate onto the first one's result
@@ -243,11 +279,13 @@ func (w *worker) run(kern *kernel, p *problem, i0, i1, j0, j1 int) {
 				} else {
 					packA(kern, p.transA, p.a, p.lda, ic, pc, mb, kb, w.abuf)
 				}
-				w.macro(kern, kb, mb, nb, a, p.lda, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
+				w.macro(kern, kb, mb, nb, a, p.lda, bb, p.c[ic*p.ldc+jc:], p.ldc, p.alpha, beta)
 			}
 		}
 	}
 }
+
+func roundUp(n, unit int) int { return (n + unit - 1) / unit * unit }
 
 // balance returns the block size, at most limit and a multiple of unit
 // (which divides limit), that splits n into the fewest nearly equal blocks.
@@ -257,15 +295,15 @@ func balance(n, limit, unit int) int {
 	return min(limit, (size+unit-1)/unit*unit)
 }
 
-// macro multiplies an mb×kb block of A by a packed kb×nb block of B into c,
-// tile by tile; the B micro-panel stays in L1 across the column of tiles.
-// A is packed in w.abuf, or if a is not nil read in place from a (stride
-// lda) but for a short last panel, which is packed.
-func (w *worker) macro(kern *kernel, kb, mb, nb int, a []float32, lda int, c []float32, ldc int, alpha, beta float32) {
+// macro multiplies an mb×kb block of A by a packed kb×nb block of B (bb)
+// into c, tile by tile; the B micro-panel stays in L1 across the column of
+// tiles. A is packed in w.abuf, or if a is not nil read in place from a
+// (stride lda) but for a short last panel, which is packed.
+func (w *worker) macro(kern *kernel, kb, mb, nb int, a []float32, lda int, bb, c []float32, ldc int, alpha, beta float32) {
 	mr, nr := kern.mr, kern.nr
 	for jr := 0; jr < nb; jr += nr {
 		nn := min(nr, nb-jr)
-		bp := w.bbuf[jr*kb : (jr+nr)*kb]
+		bp := bb[jr*kb : (jr+nr)*kb]
 		for ir := 0; ir < mb; ir += mr {
 			mm := min(mr, mb-ir)
 			ap := w.abuf[ir*kb : (ir+mr)*kb]
