@@ -184,11 +184,15 @@ func TestEnvFlags(t *testing.T) {
 	os.WriteFile(gmm, []byte("data: {name: gmm}\n"), 0o644)
 	os.WriteFile(moons, []byte("data: {name: moons}\n"), 0o644)
 	t.Setenv("NCSN_CONFIG", gmm)
-	if out, errs, code := ncsn(t, "plan"); code != 0 || !strings.Contains(out, "gmm") {
+	if out, errs, code := ncsn(t, "train", "--print-config"); code != 0 || !strings.Contains(out, "name: gmm") {
 		t.Errorf("NCSN_CONFIG: exit %d, %s %s", code, out, errs)
 	}
-	if out, errs, code := ncsn(t, "plan", "--config", moons); code != 0 || !strings.Contains(out, "moons") || strings.Contains(out, "gmm") {
+	if out, errs, code := ncsn(t, "train", "--print-config", "--config", moons); code != 0 || !strings.Contains(out, "name: moons") || strings.Contains(out, "gmm") {
 		t.Errorf("--config over NCSN_CONFIG: exit %d, %s %s", code, out, errs)
+	}
+	// Commands typed by hand take no flags from the environment.
+	if out, errs, code := ncsn(t, "plan"); code != 0 || strings.Contains(out, "gmm") {
+		t.Errorf("plan took NCSN_CONFIG: exit %d, %s %s", code, out, errs)
 	}
 	t.Setenv("NCSN_JOIN_TIMEOUT", "banana")
 	if _, errs, code := ncsn(t, "worker", "--join", "127.0.0.1:1"); code != 2 || !strings.Contains(errs, "$NCSN_JOIN_TIMEOUT") {

@@ -18,11 +18,19 @@ func envOf(flagName string) string {
 // sense typed by hand.
 var noEnv = map[string]bool{"set": true, "print-config": true}
 
-// parseFlags parses args, then sets each flag the command line did not from its
-// variable. The command line wins over the environment, which wins over the default.
+// envCommands are the commands deployments run, whose flags variables set; the
+// others (sample, eval, bench, ...) are typed by hand, and a stray variable such as
+// compose's NCSN_NET must not reach them.
+var envCommands = map[string]bool{"coordinator": true, "worker": true, "launch": true, "train": true, "status": true}
+
+// parseFlags parses args, then, for the commands deployments run, sets each flag the
+// command line did not from its variable. The command line wins over the environment, which wins over the default.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if !envCommands[fs.Name()] {
+		return nil
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -94,7 +94,7 @@ func printFlags(fs *flag.FlagSet) {
 			}
 			line += " (default " + d + ")"
 		}
-		if !noEnv[f.Name] {
+		if !noEnv[f.Name] && envCommands[fs.Name()] {
 			line += " [$" + envOf(f.Name) + "]"
 		}
 		fmt.Fprintln(w, line)
