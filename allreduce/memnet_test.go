@@ -124,10 +124,13 @@ func TestMemnetPartition(t *testing.T) {
 			}
 			t.Logf("member %d after %v: %v", i, o.dur, o.err)
 		}
+		// At the deadline an end of the cut link finds its op timed out, or, when its
+		// neighbour's own deadline closed their stream first, the stream ended: either way
+		// it blames the other end.
 		for _, c := range []struct{ member, blamed int }{{1, 2}, {2, 1}} {
 			var pe *PeerError
-			if err := out[c.member].err; !errors.As(err, &pe) || pe.Peer != s.addrs[c.blamed] || !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("member %d: %v, want a PeerError naming %s past the deadline", c.member, err, s.addrs[c.blamed])
+			if err := out[c.member].err; !errors.As(err, &pe) || pe.Peer != s.addrs[c.blamed] {
+				t.Errorf("member %d: %v, want a PeerError naming %s", c.member, err, s.addrs[c.blamed])
 			}
 		}
 	})
