@@ -77,6 +77,10 @@ func Bench(ctx context.Context, cfg BenchConfig, exe string, args []string, stde
 	if err := cfg.validate(); err != nil {
 		return BenchResult{}, err
 	}
+	if _, ok := stderr.(*os.File); !ok {
+		// exec copies a non-file writer from each member on a goroutine of its own.
+		stderr = &lockedWriter{w: stderr}
+	}
 	files := make([]*os.File, cfg.Procs)
 	addrs := make([]string, cfg.Procs)
 	for i := range files {
@@ -254,4 +258,16 @@ func benchRun(ctx context.Context, r *Ring, cfg BenchConfig, rank int, addrs []s
 func round(x float64, digits int) float64 {
 	p := math.Pow(10, float64(digits))
 	return math.Round(x*p) / p
+}
+
+// lockedWriter serialises the members' writes to one shared writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
