@@ -18,7 +18,7 @@ func init() {
 				return usageError{fmt.Errorf("want a workload: compute, allreduce, sample or train")}
 			}
 			if args[0] == "-h" || args[0] == "--help" {
-				fmt.Fprintln(stderr, "usage: ncsn bench compute|allreduce [flags]\n\nPrints one JSON line per measurement, with the fields of shared/bench/REFERENCE.md,\nto set beside torch_ref.py's. 'ncsn bench WORKLOAD -h' lists a workload's flags.")
+				fmt.Fprintln(stderr, "usage: ncsn bench compute|allreduce|sample|train [flags]\n\nPrints one JSON line per measurement, with the fields of shared/bench/REFERENCE.md,\nto set beside torch_ref.py's. 'ncsn bench WORKLOAD -h' lists a workload's flags.")
 				return flag.ErrHelp
 			}
 			f, ok := benchCommands[args[0]]

@@ -34,6 +34,10 @@ func benchAllreduce(ctx context.Context, args []string, stdout, stderr io.Writer
 	timeout := fs.Duration("timeout", time.Minute, "deadline of each operation")
 	rank := fs.Int("member-rank", -1, "internal: run as this member, listener on fd 3")
 	addrs := fs.String("member-addrs", "", "internal: members' addresses, comma-separated")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ncsn bench allreduce [--procs N] [--mib M] [--codec C] [--compressor Z] [--iters N] [--warmup N]\n\nTimes ring all-reduces (sum) of one float32 buffer across --procs processes on this\nmachine, over gRPC on loopback, as shared/bench/torch_ref.py allreduce does with gloo.")
+		printFlags(fs)
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return usageError{err}
 	}

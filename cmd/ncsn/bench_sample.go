@@ -24,7 +24,7 @@ func benchSample(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	threads := fs.Int("threads", 0, "GOMAXPROCS (default: all cores)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: ncsn bench sample [--net mlp|unet] [--batch B] [--iters N] [--threads T]\n\nTimes one annealed Langevin step (forward-only score + update) and prints one JSON line per workload.")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}

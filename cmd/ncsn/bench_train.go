@@ -43,7 +43,7 @@ func benchTrain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 Times whole training steps (data, noise, forward and backward, Adam, EMA) of
 shared/bench/torch_ref.py train's recipe and prints one JSON line per width;
 compare with torch_ref.py train --width W --batch B --steps N --n 0.`)
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}

@@ -142,20 +142,39 @@ func TestPrintConfig(t *testing.T) {
 	}
 }
 
-// Every command answers -h and `ncsn help CMD` with its usage and exit 0, and its help
-// writes flags as the usage line does (--flag).
+// Every command and bench workload answers -h and `ncsn help CMD` with its usage and
+// exit 0, and its help writes flags as the usage line does (--flag) and hides internal ones.
 func TestHelp(t *testing.T) {
+	var calls [][]string
 	for name := range commands {
-		for _, args := range [][]string{{name, "-h"}, {"help", name}, {name, "--help"}} {
-			out, errs, code := ncsn(t, args...)
-			if code != 0 || !strings.Contains(out+errs, "usage: ncsn "+name) {
-				t.Errorf("ncsn %v: exit %d, output %q", args, code, out+errs)
+		calls = append(calls, []string{name, "-h"}, []string{"help", name}, []string{name, "--help"})
+	}
+	for name := range benchCommands {
+		calls = append(calls, []string{"bench", name, "-h"}, []string{"bench", name, "--help"})
+	}
+	for _, args := range calls {
+		out, errs, code := ncsn(t, args...)
+		want := "usage: ncsn " + strings.Join(args[:len(args)-1], " ")
+		if args[0] == "help" {
+			want = "usage: ncsn " + args[1]
+		}
+		if code != 0 || !strings.Contains(out+errs, want) {
+			t.Errorf("ncsn %v: exit %d, output %q", args, code, out+errs)
+		}
+		for _, l := range strings.Split(out+errs, "\n") {
+			if strings.HasPrefix(l, "  -") && !strings.HasPrefix(l, "  --") {
+				t.Errorf("ncsn %v: flag written with one dash: %q", args, l)
 			}
-			for _, l := range strings.Split(out+errs, "\n") {
-				if strings.HasPrefix(l, "  -") && !strings.HasPrefix(l, "  --") {
-					t.Errorf("ncsn %v: flag written with one dash: %q", args, l)
-				}
+			if strings.Contains(l, "internal:") {
+				t.Errorf("ncsn %v: internal flag in help: %q", args, l)
 			}
+		}
+	}
+	// bench's own help names every workload.
+	_, errs, _ := ncsn(t, "bench", "-h")
+	for name := range benchCommands {
+		if !strings.Contains(errs, name) {
+			t.Errorf("ncsn bench -h does not name %s: %q", name, errs)
 		}
 	}
 	out, _, code := ncsn(t, "--version")

@@ -83,6 +83,9 @@ func printFlags(fs *flag.FlagSet) {
 	w := fs.Output()
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
+		if strings.HasPrefix(usage, "internal:") {
+			return // set by ncsn itself for the processes it starts
+		}
 		line := "  --" + f.Name
 		if name != "" {
 			line += " " + name
