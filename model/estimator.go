@@ -97,7 +97,7 @@ type EstimatorOf[T Float] struct {
 	loss  LossConfig
 	batch int
 	dim   int
-	dsm   *GradOf[T]
+	dsm   *gradParts[T]
 	fd    *fdGrad[T]
 	jvp   *mlpJVP[T]
 }
@@ -118,7 +118,7 @@ func (n *NetOf[T]) NewEstimator(loss LossConfig, batch int) (*EstimatorOf[T], er
 	var err error
 	switch loss.Loss {
 	case LossDSM:
-		e.dsm, err = n.newGrad(batch, loss.AnnealPower)
+		e.dsm, err = n.newGradParts(batch, loss.AnnealPower, workers(batch))
 	case LossFDSSM:
 		e.fd, err = n.newFDGrad(batch, loss)
 	default:
@@ -155,7 +155,7 @@ func (e *EstimatorOf[T]) Run(x, z, v, sigma, grad, losses []T) error {
 	}
 	switch {
 	case e.dsm != nil:
-		return e.dsm.Run(x, z, sigma, grad, losses)
+		return e.dsm.run(x, z, sigma, grad, losses)
 	case e.fd != nil:
 		return e.fd.run(x, z, v, sigma, grad, losses)
 	}
@@ -169,7 +169,7 @@ func (e *EstimatorOf[T]) Close() error {
 	var err error
 	switch {
 	case e.dsm != nil:
-		err = e.dsm.Close()
+		err = e.dsm.close()
 	case e.fd != nil:
 		err = e.fd.close()
 	}

@@ -133,12 +133,18 @@ func (n *NetOf[T]) NewGrad(batch int) (*GradOf[T], error) { return n.newGrad(bat
 
 // newGrad is NewGrad with the loss weighted by λ(σ) = σ^power.
 func (n *NetOf[T]) newGrad(batch int, power float64) (*GradOf[T], error) {
+	return n.newGradNW(batch, power, workers(batch))
+}
+
+// newGradNW is newGrad with each op splitting the batch over nw goroutines.
+func (n *NetOf[T]) newGradNW(batch int, power float64, nw int) (*GradOf[T], error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
 	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	b := newBuilder(n, batch, true)
+	b.ws = newWorkspace[T](nw)
 	g := &GradOf[T]{feed: feed[T]{net: n, batch: batch}, grad: b.grad, losses: make([]T, batch), xt: make([]T, batch*n.dim),
 		power: power, weights: make([]T, batch)}
 	o, err := b.forward(&g.feed)

@@ -1,0 +1,87 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+)
+
+// gradParts is DSM's gradient for one batch size cut into one contiguous part
+// per core, each a GradOf of its own whose ops run on one goroutine: every op
+// is spread across the cores, the small ones too, with one join per step
+// instead of one per op (as ScorerOf does for sampling). The parts' gradient
+// sums are added in part order, so a step's bits depend only on the batch and
+// the number of parts.
+type gradParts[T Float] struct {
+	dim   int
+	batch int
+	parts []*GradOf[T]
+	lo    []int
+	grads [][]T // the parts' gradients; part 0 writes the caller's buffer
+	errs  []error
+}
+
+// newGradParts cuts batch into k parts (at most batch).
+func (n *NetOf[T]) newGradParts(batch int, power float64, k int) (*gradParts[T], error) {
+	if batch < 1 {
+		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
+	}
+	k = max(1, min(k, batch))
+	gp := &gradParts[T]{dim: n.dim, batch: batch, errs: make([]error, k)}
+	for i := 0; i < k; i++ {
+		lo, hi := i*batch/k, (i+1)*batch/k
+		nw := 1
+		if k == 1 {
+			nw = workers(batch)
+		}
+		g, err := n.newGradNW(hi-lo, power, nw)
+		if err != nil {
+			gp.close()
+			return nil, err
+		}
+		gp.parts, gp.lo = append(gp.parts, g), append(gp.lo, lo)
+		var buf []T
+		if i > 0 {
+			buf = make([]T, len(n.p.Data))
+		}
+		gp.grads = append(gp.grads, buf)
+	}
+	return gp, nil
+}
+
+func (gp *gradParts[T]) run(x, z, sigma, grad, losses []T) error {
+	d := gp.dim
+	for _, c := range []struct {
+		what string
+		v    []T
+		n    int
+	}{{"x", x, gp.batch * d}, {"z", z, gp.batch * d}, {"sigma", sigma, gp.batch}, {"losses", losses, gp.batch}} {
+		if len(c.v) != c.n {
+			return fmt.Errorf("model: %s has %d values, want %d (batch %d)", c.what, len(c.v), c.n, gp.batch)
+		}
+	}
+	parallel(len(gp.parts), len(gp.parts), func(i, _, _ int) {
+		g, lo := gp.parts[i], gp.lo[i]
+		hi := lo + g.batch
+		dst := gp.grads[i]
+		if i == 0 {
+			dst = grad
+		}
+		gp.errs[i] = g.Run(x[lo*d:hi*d], z[lo*d:hi*d], sigma[lo:hi], dst, losses[lo:hi])
+	})
+	if err := errors.Join(gp.errs...); err != nil {
+		return err
+	}
+	for _, g := range gp.grads[1:] {
+		addTo(grad, g)
+	}
+	return nil
+}
+
+func (gp *gradParts[T]) close() error {
+	var errs []error
+	for _, g := range gp.parts {
+		errs = append(errs, g.Close())
+	}
+	gp.parts = nil
+	return errors.Join(errs...)
+}
