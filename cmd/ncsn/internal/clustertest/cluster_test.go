@@ -44,7 +44,9 @@ var leakOptions = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"),
 }
 
-const runTimeout = 40 * time.Second
+// runTimeout bounds each wait for an event; generous because -race on a loaded
+// machine runs these clusters many times slower, and a pass never waits it out.
+const runTimeout = 2 * time.Minute
 
 // checkSequence fails unless steps are from, from+1, ..., to-1: none applied twice, none skipped.
 func checkSequence(t *testing.T, steps []int64, from, to int64) {
