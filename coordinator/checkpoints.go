@@ -136,7 +136,7 @@ func (s *Server) writeCheckpoints() {
 			}
 		} else {
 			s.m.ckptSeconds.Observe(secs)
-			s.log.Info("checkpoint", "path", path, "step", ck.Step, "seconds", roundSig(secs, 3))
+			s.log.Info("checkpoint", "path", path, "step", ck.Step, "seconds", secs)
 		}
 		s.step(func(c *membership.Core) {
 			if err == nil {

@@ -87,7 +87,7 @@ func (s *Server) report(rd *membership.Ready) {
 		log := s.log.With("step", c.Step, "epoch", c.Epoch)
 		log.Debug("commit", "workers", c.Workers)
 		if c.Step%s.cfg.Run.Run.LogEvery == 0 || c.Step == s.total {
-			log.Info("step", "of", s.total, "loss", roundSig(c.Loss, 4), "workers", c.Workers, "samples_per_sec", roundSig(rate, 3))
+			log.Info("step", "of", s.total, "loss", c.Loss, "workers", c.Workers, "samples_per_sec", rate)
 		}
 		if s.cfg.OnCommit != nil {
 			s.cfg.OnCommit(Progress{Step: c.Step, Total: s.total, Loss: c.Loss, PerLevel: c.PerLevel, Workers: c.Workers, Epoch: c.Epoch, SamplesPerSec: rate})

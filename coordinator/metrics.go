@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -60,14 +59,4 @@ func (m *metrics) samplesPerSecValue() float64 {
 		return 0
 	}
 	return d.Gauge.GetValue()
-}
-
-// roundSig rounds x to digits significant digits, for log lines people read; the
-// metrics keep every digit.
-func roundSig(x float64, digits int) float64 {
-	if x == 0 || math.IsNaN(x) || math.IsInf(x, 0) {
-		return x
-	}
-	p := math.Pow(10, float64(digits)-math.Ceil(math.Log10(math.Abs(x))))
-	return math.Round(x*p) / p
 }

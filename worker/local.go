@@ -139,7 +139,7 @@ func (l *Local) Run(ctx context.Context) error {
 			l.cfg.Snapshots.Offer(done, l.state.SampleWeights())
 		}
 		if done%rc.Run.LogEvery == 0 || done == rc.Run.Steps {
-			l.log.Info("step", "step", done, "of", rc.Run.Steps, "loss", roundSig(info.Loss, 4), "grad_norm", roundSig(norm, 3), "samples_per_sec", roundSig(info.SamplesPerSec, 3))
+			l.log.Info("step", "step", done, "of", rc.Run.Steps, "loss", info.Loss, "grad_norm", norm, "samples_per_sec", info.SamplesPerSec)
 		}
 		if done%rc.Run.CheckpointEvery == 0 || done == rc.Run.Steps {
 			if _, err := l.checkpoint(); err != nil {

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"fmt"
-	"math"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,14 +45,4 @@ func (m *localMetrics) observe(s StepInfo) {
 		m.lossLevel.WithLabelValues(strconv.Itoa(i)).Set(l)
 	}
 	m.samplesPerSec.Set(s.SamplesPerSec)
-}
-
-// roundSig rounds x to digits significant digits, for log lines people read; the
-// metrics keep every digit.
-func roundSig(x float64, digits int) float64 {
-	if x == 0 || math.IsNaN(x) || math.IsInf(x, 0) {
-		return x
-	}
-	p := math.Pow(10, float64(digits)-math.Ceil(math.Log10(math.Abs(x))))
-	return math.Round(x*p) / p
 }

@@ -207,7 +207,7 @@ func (r *run) download(ctx context.Context, want stateID) (Outcome, error) {
 		return SyncFailed, fmt.Errorf("worker: download the canonical state: %w", err)
 	}
 	r.c.m.downloads.Inc()
-	m.log.Info("downloaded the canonical state", "step", want.step, "seconds", roundSig(time.Since(t0).Seconds(), 3))
+	m.log.Info("downloaded the canonical state", "step", want.step, "seconds", time.Since(t0).Seconds())
 	return Downloaded, nil
 }
 
@@ -296,8 +296,8 @@ func (r *run) train(ctx context.Context) (Outcome, error) {
 		r.c.cfg.OnStep(info)
 	}
 	if done%rc.Run.LogEvery == 0 || done == rc.Run.Steps {
-		t.log.Info("step", "step", done, "of", rc.Run.Steps, "loss", roundSig(info.Loss, 4), "grad_norm", roundSig(norm, 3),
-			"samples_per_sec", roundSig(info.SamplesPerSec, 3), "allreduce_seconds", roundSig(res.Duration.Seconds(), 3))
+		t.log.Info("step", "step", done, "of", rc.Run.Steps, "loss", info.Loss, "grad_norm", norm,
+			"samples_per_sec", info.SamplesPerSec, "allreduce_seconds", res.Duration.Seconds())
 	}
 	if o == Stepped && done == rc.Run.Steps {
 		o = LastStep

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -39,7 +40,16 @@ func (f *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch strings.ToLower(*f.format) {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		// Text is for people: floats are rounded to 4 significant digits. JSON and the
+		// metrics keep every digit.
+		text := *opts
+		text.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindFloat64 {
+				a.Value = slog.Float64Value(roundSig(a.Value.Float64(), 4))
+			}
+			return a
+		}
+		return slog.New(slog.NewTextHandler(w, &text)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
@@ -102,4 +112,13 @@ func printFlags(fs *flag.FlagSet) {
 		}
 		fmt.Fprintln(w, line)
 	})
+}
+
+// roundSig rounds x to digits significant digits.
+func roundSig(x float64, digits int) float64 {
+	if x == 0 || math.IsNaN(x) || math.IsInf(x, 0) {
+		return x
+	}
+	p := math.Pow(10, float64(digits)-math.Ceil(math.Log10(math.Abs(x))))
+	return math.Round(x*p) / p
 }
