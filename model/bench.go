@@ -72,7 +72,8 @@ func BenchStep(cfg Config, shape []int, batch, iters int) (StepBench, error) {
 		return StepBench{}, err
 	}
 	net.Init(0)
-	g, err := net.NewGrad(batch)
+	// The objective training runs (a part of the batch per core), not a bare graph.
+	g, err := net.NewEstimator(DefaultLoss(), batch)
 	if err != nil {
 		return StepBench{}, err
 	}
@@ -94,7 +95,7 @@ func BenchStep(cfg Config, shape []int, batch, iters int) (StepBench, error) {
 	}
 	grad := make([]float32, len(net.Params().Data))
 	for i := 0; i < 2; i++ {
-		if err := g.Run(x, z, sig, grad, losses); err != nil {
+		if err := g.Run(x, z, nil, sig, grad, losses); err != nil {
 			return StepBench{}, err
 		}
 	}
@@ -104,7 +105,7 @@ func BenchStep(cfg Config, shape []int, batch, iters int) (StepBench, error) {
 	heap0, alloc0 := ms.HeapInuse, ms.TotalAlloc
 	t0 := time.Now()
 	for i := 0; i < iters; i++ {
-		if err := g.Run(x, z, sig, grad, losses); err != nil {
+		if err := g.Run(x, z, nil, sig, grad, losses); err != nil {
 			return StepBench{}, err
 		}
 	}

@@ -319,7 +319,7 @@ func TestAnnealPowerWeighting(t *testing.T) {
 }
 
 // TestDSMEstimatorIsGrad: train.loss=dsm with the default weighting is the
-// DSM gradient of NewGrad: bit for bit on one core; on more, the batch is cut
+// DSM gradient of newGrad: bit for bit on one core; on more, the batch is cut
 // into a part per core, whose gradient sums add up in another order.
 func TestDSMEstimatorIsGrad(t *testing.T) {
 	n, err := New(Config{Arch: "mlp"}, []int{2})
@@ -328,7 +328,7 @@ func TestDSMEstimatorIsGrad(t *testing.T) {
 	}
 	n.Init(1)
 	const batch = 16
-	g, err := n.NewGrad(batch)
+	g, err := n.newGrad(batch, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,18 +349,18 @@ func TestDSMEstimatorIsGrad(t *testing.T) {
 	}
 	if workers(batch) == 1 {
 		if !slices.Equal(g1, g2) || !slices.Equal(l1, l2) {
-			t.Fatal("dsm estimator differs from NewGrad")
+			t.Fatal("dsm estimator differs from newGrad")
 		}
 		return
 	}
 	for i := range g1 {
 		if d := math.Abs(float64(g1[i] - g2[i])); d > 1e-5*math.Max(1, math.Abs(float64(g1[i]))) {
-			t.Fatalf("gradient %d: estimator %v, NewGrad %v", i, g2[i], g1[i])
+			t.Fatalf("gradient %d: estimator %v, newGrad %v", i, g2[i], g1[i])
 		}
 	}
 	for b := range l1 {
 		if d := math.Abs(float64(l1[b] - l2[b])); d > 1e-5*math.Max(1, math.Abs(float64(l1[b]))) {
-			t.Fatalf("loss %d: estimator %v, NewGrad %v", b, l2[b], l1[b])
+			t.Fatalf("loss %d: estimator %v, newGrad %v", b, l2[b], l1[b])
 		}
 	}
 }
@@ -472,7 +472,7 @@ func trainDSM(t *testing.T, n *Net64, g *data.GMM, steps int) {
 	t.Helper()
 	const batch = 128
 	levels := NoiseConfig{SigmaMax: 5, SigmaMin: 0.2, Levels: 5}.Sigmas()
-	gr, err := n.NewGrad(batch)
+	gr, err := n.newGrad(batch, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

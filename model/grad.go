@@ -125,13 +125,8 @@ type GradOf[T Float] struct {
 	weights []T
 }
 
-// Grad is the float32 gradient computation used for training.
-type Grad = GradOf[float32]
-
-// NewGrad builds the loss and gradient graph for batch samples.
-func (n *NetOf[T]) NewGrad(batch int) (*GradOf[T], error) { return n.newGrad(batch, 2) }
-
-// newGrad is NewGrad with the loss weighted by λ(σ) = σ^power.
+// newGrad builds the DSM loss and gradient graph for batch samples, the loss
+// weighted by λ(σ) = σ^power (2: NCSN's).
 func (n *NetOf[T]) newGrad(batch int, power float64) (*GradOf[T], error) {
 	return n.newGradNW(batch, power, workers(batch))
 }

@@ -23,7 +23,7 @@ func benchGrad(b *testing.B, cfg Config, shape []int, batch int) {
 		b.Fatal(err)
 	}
 	n.Init(1)
-	g, err := n.NewGrad(batch)
+	g, err := n.newGrad(batch, 2)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestMemoryFlat(t *testing.T) {
 			t.Fatal(err)
 		}
 		n.Init(1)
-		g, err := n.NewGrad(batch)
+		g, err := n.newGrad(batch, 2)
 		if err != nil {
 			t.Fatal(err)
 		}

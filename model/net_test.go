@@ -127,7 +127,7 @@ func TestNetGradients(t *testing.T) {
 					}
 				}
 			}
-			g, err := n.NewGrad(c.batch)
+			g, err := n.newGrad(c.batch, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -198,7 +198,7 @@ func TestRunReproducible(t *testing.T) {
 			n.Init(1)
 			p := n.Params()
 			before := slices.Clone(p.Data)
-			g, err := n.NewGrad(c.batch)
+			g, err := n.newGrad(c.batch, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,7 +230,7 @@ func TestRunReproducible(t *testing.T) {
 				t.Fatal("Run changed the parameters")
 			}
 			// A fresh graph agrees bitwise.
-			g2, err := n.NewGrad(c.batch)
+			g2, err := n.newGrad(c.batch, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,7 +264,7 @@ func TestScorerMatchesGrad(t *testing.T) {
 				t.Fatal(err)
 			}
 			n.Init(2)
-			g, err := n.NewGrad(batch)
+			g, err := n.newGrad(batch, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -308,7 +308,7 @@ func TestCloseAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := runtime.NumGoroutine()
-	g, err := n.NewGrad(2)
+	g, err := n.newGrad(2, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func TestCloseAndErrors(t *testing.T) {
 	if got := runtime.NumGoroutine(); got > before {
 		t.Errorf("%d goroutines after Close, %d before", got, before)
 	}
-	if _, err := n.NewGrad(0); err == nil {
+	if _, err := n.newGrad(0, 2); err == nil {
 		t.Error("batch 0 accepted")
 	}
 }
@@ -377,12 +377,12 @@ func TestFloat32MatchesFloat64(t *testing.T) {
 			for i, v := range n32.Params().Data {
 				n64.Params().Data[i] = float64(v)
 			}
-			g32, err := n32.NewGrad(batch)
+			g32, err := n32.newGrad(batch, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer g32.Close()
-			g64, err := n64.NewGrad(batch)
+			g64, err := n64.newGrad(batch, 2)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -430,14 +430,14 @@ func TestConcurrentGrads(t *testing.T) {
 	n.Init(6)
 	np := len(n.Params().Data)
 	type job struct {
-		g          *Grad
+		g          *GradOf[float32]
 		s          *Scorer
 		x, z, sg   []float32
 		grad, loss []float32
 	}
 	var jobs []*job
 	for _, bs := range []int{2, 3, 5} {
-		g, err := n.NewGrad(bs)
+		g, err := n.newGrad(bs, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
