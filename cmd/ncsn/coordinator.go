@@ -141,8 +141,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer wait()
 	if err := c.Run(ctx); err != nil {
-		if ctx.Err() != nil {
-			// Run has checkpointed the last committed step.
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Run has checkpointed the last committed step (else it returns the run's failure).
 			losses.Close()
 			return interrupted{c.Step()}
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -99,8 +98,9 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer l.Close()
 	log.Info("training", "data", rc.Data.Name, "model", rc.Model.Arch, "params", len(l.Net().Params().Data), "steps", rc.Run.Steps, "global_batch", rc.Train.GlobalBatch, "out", *out)
 	if err := l.Run(ctx); err != nil {
-		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-			return interrupted{l.State().Step()} // Run has checkpointed it
+		if ctx.Err() != nil && err == ctx.Err() {
+			// Run has checkpointed it (a failed checkpoint comes joined to ctx's error).
+			return interrupted{l.State().Step()}
 		}
 		return err
 	}

@@ -479,6 +479,12 @@ func (c *Core) CheckpointWritten(ck *Checkpoint, err error) {
 	if c.spare == nil {
 		c.spare = ck.State
 	}
+	if c.phase == stopped && err != nil && ck.Step == c.state.Step() {
+		// The stop promised this step to the next start; without it a restart would
+		// quietly go back to an older checkpoint.
+		c.fail(fmt.Errorf("checkpoint of step %d at stop: %w", ck.Step, err))
+		return
+	}
 	if !ck.Final || c.phase != finishing {
 		return
 	}
