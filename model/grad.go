@@ -165,6 +165,19 @@ func (n *NetOf[T]) newGradNW(batch int, power float64, nw int) (*GradOf[T], erro
 func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if err := g.check("grad", grad, len(g.grad)); err != nil {
+		return err
+	}
+	if err := g.compute(x, z, sigma, losses); err != nil {
+		return err
+	}
+	copy(grad, g.grad)
+	return nil
+}
+
+// compute is Run leaving the gradient sum in g.grad, for callers that read it in
+// place (gradParts); the caller serialises calls.
+func (g *GradOf[T]) compute(x, z, sigma, losses []T) error {
 	if g.vm == nil {
 		return ErrClosed
 	}
@@ -173,7 +186,7 @@ func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
 		what string
 		v    []T
 		n    int
-	}{{"x", x, g.batch * dim}, {"z", z, g.batch * dim}, {"sigma", sigma, g.batch}, {"grad", grad, len(g.grad)}, {"losses", losses, g.batch}} {
+	}{{"x", x, g.batch * dim}, {"z", z, g.batch * dim}, {"sigma", sigma, g.batch}, {"losses", losses, g.batch}} {
 		if err := g.check(c.what, c.v, c.n); err != nil {
 			return err
 		}
@@ -192,7 +205,6 @@ func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
 	if err != nil {
 		return fmt.Errorf("model: grad: %w", err)
 	}
-	copy(grad, g.grad)
 	copy(losses, g.losses)
 	return nil
 }

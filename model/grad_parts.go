@@ -9,14 +9,13 @@ import (
 // per core, each a GradOf of its own whose ops run on one goroutine: every op
 // is spread across the cores, the small ones too, with one join per step
 // instead of one per op (as ScorerOf does for sampling). The parts' gradient
-// sums are added in part order, so a step's bits depend only on the batch and
-// the number of parts.
+// sums are added in part order, read where each graph left them, so a step's
+// bits depend only on the batch and the number of parts.
 type gradParts[T Float] struct {
 	dim   int
 	batch int
 	parts []*GradOf[T]
 	lo    []int
-	grads [][]T // the parts' gradients; part 0 writes the caller's buffer
 	errs  []error
 }
 
@@ -39,11 +38,6 @@ func (n *NetOf[T]) newGradParts(batch int, power float64, k int) (*gradParts[T],
 			return nil, err
 		}
 		gp.parts, gp.lo = append(gp.parts, g), append(gp.lo, lo)
-		var buf []T
-		if i > 0 {
-			buf = make([]T, len(n.p.Data))
-		}
-		gp.grads = append(gp.grads, buf)
 	}
 	return gp, nil
 }
@@ -54,7 +48,7 @@ func (gp *gradParts[T]) run(x, z, sigma, grad, losses []T) error {
 		what string
 		v    []T
 		n    int
-	}{{"x", x, gp.batch * d}, {"z", z, gp.batch * d}, {"sigma", sigma, gp.batch}, {"losses", losses, gp.batch}} {
+	}{{"x", x, gp.batch * d}, {"z", z, gp.batch * d}, {"sigma", sigma, gp.batch}, {"grad", grad, len(gp.parts[0].grad)}, {"losses", losses, gp.batch}} {
 		if len(c.v) != c.n {
 			return fmt.Errorf("model: %s has %d values, want %d (batch %d)", c.what, len(c.v), c.n, gp.batch)
 		}
@@ -62,18 +56,18 @@ func (gp *gradParts[T]) run(x, z, sigma, grad, losses []T) error {
 	parallel(len(gp.parts), len(gp.parts), func(i, _, _ int) {
 		g, lo := gp.parts[i], gp.lo[i]
 		hi := lo + g.batch
-		dst := gp.grads[i]
-		if i == 0 {
-			dst = grad
-		}
-		gp.errs[i] = g.Run(x[lo*d:hi*d], z[lo*d:hi*d], sigma[lo:hi], dst, losses[lo:hi])
+		gp.errs[i] = g.compute(x[lo*d:hi*d], z[lo*d:hi*d], sigma[lo:hi], losses[lo:hi])
 	})
 	if err := errors.Join(gp.errs...); err != nil {
 		return err
 	}
-	for _, g := range gp.grads[1:] {
-		addTo(grad, g)
-	}
+	// Each core sums a range of the parameters over the parts, in part order.
+	parallel(len(grad), len(gp.parts), func(_, lo, hi int) {
+		copy(grad[lo:hi], gp.parts[0].grad[lo:hi])
+		for _, g := range gp.parts[1:] {
+			addTo(grad[lo:hi], g.grad[lo:hi])
+		}
+	})
 	return nil
 }
 
