@@ -41,6 +41,10 @@ func (a convAlgo) spec() *winoSpec {
 type convPolicy struct {
 	forced bool
 	algo   convAlgo
+	// split, with forced, runs the backward with bwd instead (tests: the rule
+	// mixes algorithms, e.g. wino2 forward and wino4 backward).
+	split bool
+	bwd   convAlgo
 }
 
 func parseConvPolicy(s string) (convPolicy, error) {
@@ -68,6 +72,9 @@ func convPolicyFromEnv() (convPolicy, error) { return parseConvPolicy(os.Getenv(
 func choose[T Float](p convPolicy, g *convGeom) (fwd, bwd convAlgo) {
 	if g.S != 1 {
 		return convDirect, convDirect
+	}
+	if p.forced && p.split {
+		return p.algo, p.bwd
 	}
 	if p.forced {
 		return p.algo, p.algo

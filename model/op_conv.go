@@ -198,6 +198,7 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 				resv = in[iRes]
 			}
 			wc.setWeights(g, st.wk, ws.nw)
+			wc.packFwd(g, ws.nw)
 			parallel(g.B, ws.nw, func(w, lo, hi int) {
 				wc.forward(g, x, y, bias, addv, resv, st.bv[w], lo, hi, ws.get(w, wc.scratch(g)))
 			})

@@ -47,7 +47,7 @@ func (wc *winoConv[T]) scratch(g *convGeom) int {
 }
 
 // setWeights computes U = G·g·Gᵀ from the weights in column order wk
-// [Co, (ky, kx, ci)], and packs it for the forward's GEMMs, on nw goroutines.
+// [Co, (ky, kx, ci)], on nw goroutines.
 func (wc *winoConv[T]) setWeights(g *convGeom, wk []T, nw int) {
 	a := wc.spec.a
 	cc := g.Co * g.Ci
@@ -56,35 +56,40 @@ func (wc *winoConv[T]) setWeights(g *convGeom, wk []T, nw int) {
 			xformApply(wc.spec.w, g.Ci, wk[o*g.K:], 3*g.Ci, g.Ci, wc.u[o*g.Ci:], a*cc, cc, nil, nil, false)
 		}
 	})
-	var z T
-	if _, ok := any(z).(float32); ok {
-		if wc.pf == nil {
-			wc.pf = gemm.NewPackedB(g.Ci, g.Co, a*a)
-		}
-		u := as[float32](wc.u)
-		parallel(a*a, nw, func(_, lo, hi int) {
-			for i := lo; i < hi; i++ {
-				wc.pf.Pack(i, true, u[i*cc:], g.Ci)
-			}
-		})
+}
+
+// packFwd packs U for the forward's GEMMs, on nw goroutines.
+func (wc *winoConv[T]) packFwd(g *convGeom, nw int) {
+	if !is32[T]() {
+		return
 	}
+	a, cc := wc.spec.a, g.Co*g.Ci
+	if wc.pf == nil {
+		wc.pf = gemm.NewPackedB(g.Ci, g.Co, a*a)
+	}
+	u := as[float32](wc.u)
+	parallel(a*a, nw, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			wc.pf.Pack(i, true, u[i*cc:], g.Ci)
+		}
+	})
 }
 
 // packDx packs U for the input gradient's GEMMs, on nw goroutines.
 func (wc *winoConv[T]) packDx(g *convGeom, nw int) {
-	var z T
-	if _, ok := any(z).(float32); ok {
-		a, cc := wc.spec.a, g.Co*g.Ci
-		if wc.pd == nil {
-			wc.pd = gemm.NewPackedB(g.Co, g.Ci, a*a)
-		}
-		u := as[float32](wc.u)
-		parallel(a*a, nw, func(_, lo, hi int) {
-			for i := lo; i < hi; i++ {
-				wc.pd.Pack(i, false, u[i*cc:], g.Ci)
-			}
-		})
+	if !is32[T]() {
+		return
 	}
+	a, cc := wc.spec.a, g.Co*g.Ci
+	if wc.pd == nil {
+		wc.pd = gemm.NewPackedB(g.Co, g.Ci, a*a)
+	}
+	u := as[float32](wc.u)
+	parallel(a*a, nw, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			wc.pd.Pack(i, false, u[i*cc:], g.Ci)
+		}
+	})
 }
 
 // weightGrad sets dwk [Co, (ky, kx, ci)] = Gᵀ·dU·G for dU [α²][Co][Ci].

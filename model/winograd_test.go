@@ -144,6 +144,28 @@ func TestWinogradMatchesDirect(t *testing.T) {
 	}
 }
 
+// TestMixedAlgorithmsMatchDirect: a layer whose backward runs another algorithm
+// than its forward (as the rule picks for some layers) re-transforms the weights
+// for it and still gives the direct convolution's output and gradients.
+func TestMixedAlgorithmsMatchDirect(t *testing.T) {
+	for _, pair := range [][2]convAlgo{{convWino2, convWino4}, {convDirect, convWino4}, {convWino4, convDirect}, {convWino4, convWino2}} {
+		for _, c := range winoCases {
+			t.Run(pair[0].String()+"-"+pair[1].String()+"/"+c.String(), func(t *testing.T) {
+				want := runConv[float64](t, convPolicy{forced: true, algo: convDirect}, c, 3).fields()
+				got := runConv[float64](t, convPolicy{forced: true, algo: pair[0], split: true, bwd: pair[1]}, c, 3).fields()
+				for name, w := range want {
+					if w == nil {
+						continue
+					}
+					if e := relErr(got[name], w); e > 1e-12 || math.IsNaN(e) {
+						t.Errorf("%s: relative error %.3g", name, e)
+					}
+				}
+			})
+		}
+	}
+}
+
 // TestWinogradGradients checks Winograd's backward against finite
 // differences of its own forward.
 func TestWinogradGradients(t *testing.T) {
