@@ -79,8 +79,7 @@ func choose[T Float](p convPolicy, g *convGeom) (fwd, bwd convAlgo) {
 	if p.forced {
 		return p.algo, p.algo
 	}
-	var z T
-	if _, ok := any(z).(float32); !ok {
+	if !is32[T]() {
 		return convDirect, convDirect
 	}
 	return convRule(gemm.Kernel(), g.Ci, g.Co, g.Ho, g.Wo)

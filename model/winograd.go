@@ -139,8 +139,7 @@ func xformApply[T Float](x *xform, n int, in []T, inRow, inCol int, out []T, out
 		v |= 4
 	}
 	c0 := 0
-	var z T
-	if _, f32 := any(z).(float32); f32 && x.asm != nil && x.variants&(1<<v) != 0 {
+	if is32[T]() && x.asm != nil && x.variants&(1<<v) != 0 {
 		var b, r *float32
 		if c0 = n / x.lanes * x.lanes; c0 > 0 {
 			if bias != nil {
@@ -219,8 +218,7 @@ func addVec[T Float](dst, a, b []T) {
 	n := len(dst)
 	a, b = a[:n], b[:n]
 	c0 := 0
-	var z T
-	if _, f32 := any(z).(float32); f32 && vecAdd != nil && n >= vecAddLanes {
+	if is32[T]() && vecAdd != nil && n >= vecAddLanes {
 		c0 = n / vecAddLanes * vecAddLanes
 		vecAdd(c0, &as[float32](dst)[0], &as[float32](a)[0], &as[float32](b)[0])
 	}

@@ -1,6 +1,10 @@
 package model
 
-import "github.com/ncsn/ncsn/internal/gemm"
+import (
+	"unsafe"
+
+	"github.com/ncsn/ncsn/internal/gemm"
+)
 
 // winoConv is one stride-1 convolution layer's Winograd state.
 type winoConv[T Float] struct {
@@ -22,21 +26,12 @@ func newWinoConv[T Float](spec *winoSpec, g *convGeom) *winoConv[T] {
 	m, a := spec.m, spec.a
 	wc := &winoConv[T]{spec: spec, th: (g.Ho + m - 1) / m, tw: (g.Wo + m - 1) / m}
 	wc.tps = wc.th * wc.tw
-	var z T
-	perTile := a * a * (g.Ci + g.Co) * int(sizeOf(z))
+	perTile := a * a * (g.Ci + g.Co) * int(unsafe.Sizeof(T(0)))
 	// Whole register tiles of the GEMM (8 rows), at least 32 so that the
 	// weights read per GEMM are spread over enough work, at most the batch.
 	wc.chunk = min(max(32, winoCache/perTile/8*8), g.B*wc.tps)
 	wc.u = make([]T, a*a*g.Co*g.Ci)
 	return wc
-}
-
-func sizeOf[T Float](T) uintptr {
-	var z T
-	if _, ok := any(z).(float32); ok {
-		return 4
-	}
-	return 8
 }
 
 // scratch is the workspace values one worker needs: the chunk's transformed
@@ -147,8 +142,7 @@ func gatherPatch[T Float](dst, xs []T, h, w, c, y0, x0, p int) {
 // gemmBatch is gemm.SgemmBatch, or SgemmBatchPacked when pb holds op(B)
 // packed, for float32, and a loop of Dgemm for float64.
 func gemmBatch[T Float](tA, tB bool, m, n, k int, a []T, lda, sa int, b []T, ldb, sb int, pb *gemm.PackedB, beta T, c []T, ldc, sc, count int) {
-	var z T
-	if _, ok := any(z).(float32); ok {
+	if is32[T]() {
 		if pb != nil {
 			gemm.SgemmBatchPacked(tA, m, 1, as[float32](a), lda, sa, pb, float32(beta), as[float32](c), ldc, sc)
 			return

@@ -25,9 +25,6 @@ func sgemmBatch(kern *kernel, transA, transB bool, m, n, k int, alpha float32, a
 			ai, bi = a[i*strideA:], b[i*strideB:]
 		}
 		checkArgs(transA, transB, m, n, k, len(ai), lda, len(bi), ldb, len(ci), ldc)
-		if m == 0 || n == 0 {
-			continue
-		}
 		if k == 0 || alpha == 0 {
 			scale(m, n, beta, ci, ldc)
 			continue

@@ -28,24 +28,19 @@ func detectCaches() CacheSizes {
 				continue
 			}
 			size := int((ebx>>22)+1) * int((ebx>>12)&0x3ff+1) * int(ebx&0xfff+1) * int(ecx+1)
-			sharing := int((eax>>14)&0xfff + 1) // logical processors sharing it
 			switch (eax >> 5) & 7 {
 			case 1:
 				c.L1 = size
 			case 2:
 				c.L2 = size
-			case 3:
-				// Per core, counting two threads per core when it is shared.
-				c.L3 = size / max(1, sharing/2)
 			}
 		}
 	}
 	if c.L1 == 0 && (amd || hygon) && maxExt >= 0x80000006 {
 		_, _, ecx5, _ := cpuid(0x80000005, 0)
-		_, _, ecx6, edx6 := cpuid(0x80000006, 0)
+		_, _, ecx6, _ := cpuid(0x80000006, 0)
 		c.L1 = int(ecx5>>24) << 10
 		c.L2 = int(ecx6>>16) << 10
-		c.L3 = int(edx6>>18) << 19
 	}
 	return c.fill()
 }
