@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -306,7 +308,31 @@ func TestTrainMetrics(t *testing.T) {
 		"--set", "run.steps=3000", "--set", "run.samples=0"); code != 0 {
 		t.Fatalf("train: %s", errs)
 	}
-	if !scraped() {
-		t.Error("train --metrics: no metrics served during the run")
+	body := scraped()
+	if body == "" {
+		t.Fatal("train --metrics: no metrics served during the run")
+	}
+	// The values are the run's: steps applied, and a finite positive loss per level.
+	value := func(name string) float64 {
+		for _, l := range strings.Split(body, "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+				v, err := strconv.ParseFloat(f[1], 64)
+				if err != nil {
+					t.Fatalf("%s: %v", l, err)
+				}
+				return v
+			}
+		}
+		t.Fatalf("%s not served: %s", name, body)
+		return 0
+	}
+	if n := value("ncsn_train_steps_total"); n < 1 || n > 3000 {
+		t.Errorf("ncsn_train_steps_total %v, want 1..3000", n)
+	}
+	if l := value("ncsn_train_loss"); !(l > 0) || math.IsInf(l, 0) {
+		t.Errorf("ncsn_train_loss %v", l)
+	}
+	if !strings.Contains(body, `ncsn_train_loss_per_level{level="0"}`) {
+		t.Errorf("no loss for level 0: %s", body)
 	}
 }

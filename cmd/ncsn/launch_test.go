@@ -32,7 +32,7 @@ func TestLaunch(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("launch exited %d\nstdout: %s\nstderr: %s", code, out, errs)
 	}
-	if !scraped() {
+	if scraped() == "" {
 		t.Error("launch --metrics: the coordinator's metrics were never served")
 	}
 	for _, want := range []string{"checkpoints: ", "loss curve: ", "samples: "} {
@@ -79,7 +79,7 @@ func TestWorkerCannotJoin(t *testing.T) {
 // watchMetrics picks a free address for --metrics and polls it (there is no event to wait
 // on in another server) until it serves metric; scraped stops the polling and tells
 // whether it did.
-func watchMetrics(t *testing.T, metric string) (addr string, scraped func() bool) {
+func watchMetrics(t *testing.T, metric string) (addr string, scraped func() string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,7 +87,7 @@ func watchMetrics(t *testing.T, metric string) (addr string, scraped func() bool
 	}
 	addr = lis.Addr().String()
 	lis.Close()
-	seen := make(chan bool, 1)
+	seen := make(chan string, 1)
 	stop := make(chan struct{})
 	go func() {
 		defer close(seen)
@@ -101,11 +101,11 @@ func watchMetrics(t *testing.T, metric string) (addr string, scraped func() bool
 				b, _ := io.ReadAll(r.Body)
 				r.Body.Close()
 				if strings.Contains(string(b), metric) {
-					seen <- true
+					seen <- string(b)
 					return
 				}
 			}
 		}
 	}()
-	return addr, func() bool { close(stop); return <-seen }
+	return addr, func() string { close(stop); return <-seen }
 }
