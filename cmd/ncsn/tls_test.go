@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -60,7 +61,7 @@ func testCA(t *testing.T, dir, name string) cluster.TLSFiles {
 
 // TestMutualTLS: a run whose coordinator and workers hold certificates of the cluster's CA
 // trains to the end over TLS (coordinator and ring), and `ncsn status --tls-*` reads it;
-// a node without TLS, or with another CA's certificate, is kept out.
+// a node without TLS, or trusting or presenting another CA's certificate, is kept out.
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	good, other := testCA(t, dir, "cluster"), testCA(t, dir, "stranger")
@@ -91,6 +92,31 @@ func TestMutualTLS(t *testing.T) {
 		if err := w.Wait(t, time.Minute); err == nil {
 			t.Errorf("a %s worker ran to the end", name)
 		}
+	}
+	// The stranger above rejects the coordinator itself. A forger trusts the cluster's CA
+	// but presents the certificate of a look-alike CA (same name, so its client sends it
+	// to a server that asks for the cluster CA's), so only the coordinator can refuse it.
+	fake := testCA(t, t.TempDir(), "cluster")
+	_, forgerTLS := opts(cluster.TLSFiles{Cert: fake.Cert, Key: fake.Key, CA: good.CA})
+	forger := clustertest.StartWorker(t, c.Addr(), log.Logger(t), clustertest.WorkerOptions{Tweak: forgerTLS})
+	// The worker's error is its last dial's, which may be a broken pipe rather than the
+	// coordinator's alert; a bare TLS client that only reads sees the alert itself.
+	fakeCert, err := tls.LoadX509KeyPair(fake.Cert, fake.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", c.Addr(), &tls.Config{Certificates: []tls.Certificate{fakeCert}, InsecureSkipVerify: true,
+		MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}})
+	if err == nil {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "unknown certificate authority") && !strings.Contains(err.Error(), "bad certificate") {
+		t.Errorf("the coordinator to a client with a look-alike CA's certificate: %v, want it refused", err)
+	}
+	if err := forger.Wait(t, time.Minute); err == nil {
+		t.Error("a worker with a look-alike CA's certificate ran to the end")
 	}
 
 	ws := []*clustertest.Worker{

@@ -49,17 +49,18 @@ func (f TLSFiles) load() (*tls.Certificate, *x509.CertPool, error) {
 	return cert, pool, nil
 }
 
-// verifyWith checks a peer's chain against pool, and nothing else.
-func verifyWith(pool *x509.CertPool, usage x509.ExtKeyUsage) func([][]byte, [][]*x509.Certificate) error {
+// verifyWith checks a server's chain against pool for server use, without host names
+// (the client sets InsecureSkipVerify, so crypto/tls checks nothing itself).
+func verifyWith(pool *x509.CertPool) func([][]byte, [][]*x509.Certificate) error {
 	return func(raw [][]byte, _ [][]*x509.Certificate) error {
 		if len(raw) == 0 {
-			return errors.New("cluster: the peer sent no TLS certificate")
+			return errors.New("cluster: the server sent no TLS certificate")
 		}
 		certs := make([]*x509.Certificate, len(raw))
 		for i, r := range raw {
 			c, err := x509.ParseCertificate(r)
 			if err != nil {
-				return fmt.Errorf("cluster: peer certificate: %w", err)
+				return fmt.Errorf("cluster: server certificate: %w", err)
 			}
 			certs[i] = c
 		}
@@ -67,9 +68,9 @@ func verifyWith(pool *x509.CertPool, usage x509.ExtKeyUsage) func([][]byte, [][]
 		for _, c := range certs[1:] {
 			inter.AddCert(c)
 		}
-		_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
+		_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 		if err != nil {
-			return fmt.Errorf("cluster: peer certificate not signed by the cluster's CA: %w", err)
+			return fmt.Errorf("cluster: server certificate not signed by the cluster's CA: %w", err)
 		}
 		return nil
 	}
@@ -87,8 +88,8 @@ func (f TLSFiles) ServerOption() (grpc.ServerOption, error) {
 	}
 	c := &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS13}
 	if pool != nil {
-		c.ClientAuth = tls.RequireAnyClientCert
-		c.VerifyPeerCertificate = verifyWith(pool, x509.ExtKeyUsageClientAuth)
+		// crypto/tls checks the client's chain against pool for client use (no host names).
+		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, pool
 	}
 	return grpc.Creds(credentials.NewTLS(c)), nil
 }
@@ -104,7 +105,7 @@ func (f TLSFiles) DialOption() (grpc.DialOption, error) {
 		return nil, errors.New("cluster: a TLS client needs --tls-ca to trust the servers")
 	}
 	c := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, // the chain is checked below, without host names
-		VerifyPeerCertificate: verifyWith(pool, x509.ExtKeyUsageServerAuth)}
+		VerifyPeerCertificate: verifyWith(pool)}
 	if cert != nil {
 		c.Certificates = []tls.Certificate{*cert}
 	}
