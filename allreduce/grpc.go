@@ -32,16 +32,18 @@ func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(windowSize),
 		grpc.InitialConnWindowSize(2 * windowSize),
-		grpc.ReadBufferSize(0),
+		grpc.ReadBufferSize(bufferSize),
 		grpc.WriteBufferSize(bufferSize),
 		grpc.MaxRecvMsgSize(MaxChunkBytes + 1<<16),
 		experimental.BufferPool(payloadPool),
 	}
 }
 
-// Frames are read straight from the socket into their buffers: a read buffer would cost a
-// copy of every byte, which measured dearer than the two reads per 16 KiB frame it saves.
-// Writes are batched: every write to a loopback socket runs the receiver's TCP stack too.
+// Reads and writes are batched through buffers of bufferSize. A read buffer costs a copy of
+// every byte, but without one each 16 KiB frame takes two reads (header, payload), and
+// syscalls are what a loopback transfer pays most for: on an AMD EPYC guest (PVM), 8 MiB
+// across 4 processes took 25% less time with it; on an Intel Xeon it was within the noise.
+// Every write to a loopback socket runs the receiver's TCP stack too.
 const (
 	windowSize = 8 << 20
 	bufferSize = 256 << 10
@@ -51,7 +53,7 @@ func dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithInitialWindowSize(windowSize),
 		grpc.WithInitialConnWindowSize(2 * windowSize),
-		grpc.WithReadBufferSize(0),
+		grpc.WithReadBufferSize(bufferSize),
 		grpc.WithWriteBufferSize(bufferSize),
 		experimental.WithBufferPool(payloadPool),
 	}
