@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ncsn/ncsn/coordinator"
 	"github.com/ncsn/ncsn/internal/cluster"
-	"github.com/ncsn/ncsn/internal/plot"
 )
 
 func init() {
@@ -70,37 +68,12 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		log.Warn("using the built-in cluster secret: fine on one host; set --secret-file or " + cluster.SecretEnv + " on a network")
 	}
 	reg := prometheus.NewRegistry()
-	lock, err := lockRun(*out)
+	run, err := openRunFolder(*out, *resume, &rc, log)
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
-	if *resume != "" {
-		if err := startFrom(*resume, *out, &rc, log); err != nil {
-			return err
-		}
-	}
-	// Every committed step's loss goes to DIR/loss.csv; DIR/loss.png is drawn from it at the end.
-	lossPath := filepath.Join(*out, "loss.csv")
-	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)
-	if err != nil {
-		return err
-	}
-	defer losses.Close()
-	onCommit := func(p coordinator.Progress) {
-		if err := losses.Add(p.Step, p.Loss, p.PerLevel); err != nil {
-			log.Warn("loss log", "err", err)
-		}
-		if p.Step%rc.Run.LogEvery == 0 || p.Step == p.Total {
-			losses.Flush()
-		}
-		// The curve is redrawn at every checkpoint, to watch while the run goes on.
-		if p.Step%rc.Run.CheckpointEvery == 0 && p.Step < p.Total {
-			if err := losses.Plot(filepath.Join(*out, "loss.png"), lossTitle(rc)); err != nil {
-				log.Warn("loss curve", "err", err)
-			}
-		}
-	}
+	defer run.close()
+	onCommit := func(p coordinator.Progress) { run.record(p.Step, p.Loss, p.PerLevel) }
 	serverOpts, err := tf.server()
 	if err != nil {
 		return err
@@ -143,7 +116,6 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := c.Run(ctx); err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			// Run has checkpointed the last committed step (else it returns the run's failure).
-			losses.Close()
 			return interrupted{c.Step()}
 		}
 		return err
@@ -152,11 +124,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := snaps.stop(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	if err := losses.Close(); err != nil {
-		return err
-	}
-	curve := filepath.Join(*out, "loss.png")
-	if err := plot.LossCurveFile(lossPath, curve, lossTitle(rc)); err != nil {
+	curve, err := run.finish()
+	if err != nil {
 		return err
 	}
 	log.Info("loss curve", "path", curve)

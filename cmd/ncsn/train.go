@@ -7,7 +7,6 @@ import (
 	"io"
 	"path/filepath"
 
-	"github.com/ncsn/ncsn/internal/plot"
 	"github.com/ncsn/ncsn/model/samples"
 	"github.com/ncsn/ncsn/worker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,37 +43,15 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil || done {
 		return err
 	}
-	lock, err := lockRun(*out)
+	run, err := openRunFolder(*out, *resume, &rc, log)
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
-	if *resume != "" {
-		if err := startFrom(*resume, *out, &rc, log); err != nil {
-			return err
-		}
-	}
-	lossPath := filepath.Join(*out, "loss.csv")
-	losses, err := plot.OpenLossLog(lossPath, rc.Noise.Levels)
-	if err != nil {
-		return err
-	}
-	defer losses.Close()
+	defer run.close()
 	line := stepLine(stderr, rc.Train.GlobalBatch)
 	onStep := func(s worker.StepInfo) {
 		line(s)
-		if err := losses.Add(s.Step, s.Loss, s.PerLevel); err != nil {
-			log.Warn("loss log", "err", err)
-		}
-		if s.Step%rc.Run.LogEvery == 0 {
-			losses.Flush()
-		}
-		// The curve is redrawn at every checkpoint, to watch while the run goes on.
-		if s.Step%rc.Run.CheckpointEvery == 0 && s.Step < rc.Run.Steps {
-			if err := losses.Plot(filepath.Join(*out, "loss.png"), lossTitle(rc)); err != nil {
-				log.Warn("loss curve", "err", err)
-			}
-		}
+		run.record(s.Step, s.Loss, s.PerLevel)
 	}
 	reg := prometheus.NewRegistry()
 	lc := worker.LocalConfig{Run: rc, Out: *out, Logger: log, OnStep: onStep, Registerer: reg}
@@ -107,11 +84,8 @@ func runTrain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := snaps.stop(); err != nil {
 		return err
 	}
-	if err := losses.Close(); err != nil {
-		return err
-	}
-	curve := filepath.Join(*out, "loss.png")
-	if err := plot.LossCurveFile(lossPath, curve, lossTitle(rc)); err != nil {
+	curve, err := run.finish()
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "loss curve: %s\n", curve)
