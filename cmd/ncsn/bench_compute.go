@@ -19,8 +19,8 @@ func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("bench compute", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	netName := fs.String("net", "", "mlp or unet (default: the three workloads of shared/bench/torch_ref.py: mlp b512, unet b64, unet b128)")
-	batch := fs.Int("batch", 0, "batch size (default 512 for mlp, 64 for unet)")
-	iters := fs.Int("iters", 10, "timed steps (×20 for mlp when --net is not given, as torch_ref.py does)")
+	batch := fs.Int("batch", 0, "batch size, with --net (default 512 for mlp, 64 for unet)")
+	iters := fs.Int("iters", 10, "timed steps (×20 for mlp, as torch_ref.py does)")
 	threads := fs.Int("threads", 0, "GOMAXPROCS (default: all cores)")
 	layers := fs.Bool("layers", false, "time each convolution of the unet alone instead, forward and backward, with every algorithm (best of --iters runs): one JSON line per layer, pass and algorithm")
 	fs.Usage = func() {
@@ -53,26 +53,11 @@ func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return nil
 	}
-	type work struct {
-		net   string
-		batch int
-		iters int
+	todo, err := pickWork([]benchWork{{"mlp", 512, *iters * 20}, {"unet", 64, *iters}, {"unet", 128, *iters}}, *netName, *batch)
+	if err != nil {
+		return err
 	}
-	var todo []work
-	switch *netName {
-	case "":
-		todo = []work{{"mlp", 512, *iters * 20}, {"unet", 64, *iters}, {"unet", 128, *iters}}
-	case "mlp", "unet":
-		b := *batch
-		if b == 0 {
-			b = map[string]int{"mlp": 512, "unet": 64}[*netName]
-		}
-		todo = []work{{*netName, b, *iters}}
-	default:
-		return usageError{fmt.Errorf("--net %q: want mlp or unet", *netName)}
-	}
-	enc := json.NewEncoder(stdout)
-	summary := map[string]float64{}
+	out := newBenchOut(stdout)
 	for _, w := range todo {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -85,10 +70,9 @@ func benchCompute(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		if err := enc.Encode(r); err != nil {
+		if err := out.add(r, fmt.Sprintf("%s_b%d_samples_per_sec", r.Net, r.Batch), r.SamplesPerSec); err != nil {
 			return err
 		}
-		summary[fmt.Sprintf("%s_b%d_samples_per_sec", r.Net, r.Batch)] = r.SamplesPerSec
 	}
-	return enc.Encode(map[string]any{"summary": summary})
+	return out.close()
 }

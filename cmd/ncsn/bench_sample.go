@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -19,7 +18,7 @@ func benchSample(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := flag.NewFlagSet("bench sample", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	netName := fs.String("net", "", "mlp or unet (default: both, as shared/bench/torch_ref.py sample: mlp b5000, unet b64)")
-	batch := fs.Int("batch", 0, "batch size (default 5000 for mlp, 64 for unet)")
+	batch := fs.Int("batch", 0, "batch size, with --net (default 5000 for mlp, 64 for unet)")
 	iters := fs.Int("iters", 20, "timed Langevin steps (×10 for mlp, as torch_ref.py does)")
 	threads := fs.Int("threads", 0, "GOMAXPROCS (default: all cores)")
 	fs.Usage = func() {
@@ -32,37 +31,23 @@ func benchSample(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *threads > 0 {
 		runtime.GOMAXPROCS(*threads)
 	}
-	type work struct {
-		net   string
-		batch int
+	todo, err := pickWork([]benchWork{{"mlp", 5000, *iters * 10}, {"unet", 64, *iters}}, *netName, *batch)
+	if err != nil {
+		return err
 	}
-	var todo []work
-	switch *netName {
-	case "":
-		todo = []work{{"mlp", 5000}, {"unet", 64}}
-	case "mlp", "unet":
-		todo = []work{{*netName, map[string]int{"mlp": 5000, "unet": 64}[*netName]}}
-	default:
-		return usageError{fmt.Errorf("--net %q: want mlp or unet", *netName)}
-	}
-	enc := json.NewEncoder(stdout)
-	summary := map[string]float64{}
+	out := newBenchOut(stdout)
 	for _, w := range todo {
-		if *batch > 0 {
-			w.batch = *batch
-		}
-		shape, n := []int{2}, *iters*10
+		shape := []int{2}
 		if w.net == "unet" {
-			shape, n = []int{1, 28, 28}, *iters
+			shape = []int{1, 28, 28}
 		}
-		r, err := model.BenchSample(ctx, model.Config{Arch: w.net}, shape, w.batch, n)
+		r, err := model.BenchSample(ctx, model.Config{Arch: w.net}, shape, w.batch, w.iters)
 		if err != nil {
 			return err
 		}
-		if err := enc.Encode(r); err != nil {
+		if err := out.add(r, fmt.Sprintf("%s_b%d_sample_steps_per_sec", r.Net, r.Batch), r.SampleStepsPerSec); err != nil {
 			return err
 		}
-		summary[fmt.Sprintf("%s_b%d_sample_steps_per_sec", r.Net, r.Batch)] = r.SampleStepsPerSec
 	}
-	return enc.Encode(map[string]any{"summary": summary})
+	return out.close()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -76,5 +77,44 @@ func TestBenchTrain(t *testing.T) {
 	}
 	if _, errs, code := ncsn(t, "bench", "train", "--set", "train.lr=-1"); code != 2 || !strings.Contains(errs, "train.lr") {
 		t.Errorf("bad --set: exit %d, %s", code, errs)
+	}
+}
+
+// bench compute and bench sample pick their workloads alike: all of torch_ref.py's by
+// default, one with --net, whose batch --batch sets.
+func TestBenchPickWork(t *testing.T) {
+	all := []benchWork{{"mlp", 512, 200}, {"unet", 64, 10}, {"unet", 128, 10}}
+	for _, tc := range []struct {
+		net   string
+		batch int
+		want  []benchWork
+		err   string
+	}{
+		{"", 0, all, ""},
+		{"unet", 0, []benchWork{{"unet", 64, 10}}, ""},
+		{"mlp", 8, []benchWork{{"mlp", 8, 200}}, ""},
+		{"", 8, nil, "--batch goes with --net"},
+		{"cnn", 0, nil, `--net "cnn"`},
+	} {
+		got, err := pickWork(all, tc.net, tc.batch)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("pickWork(%q, %d): error %v, want %q", tc.net, tc.batch, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("pickWork(%q, %d) = %v, %v; want %v", tc.net, tc.batch, got, err, tc.want)
+		}
+	}
+	lines := benchLines(t, "compute", "--net", "mlp", "--batch", "8", "--iters", "1")
+	checkFields(t, lines[0], "net", "batch", "params", "sec_per_step", "samples_per_sec", "gflops")
+	if lines[0]["net"] != "mlp" || lines[0]["batch"] != 8.0 || lines[1]["summary"].(map[string]any)["mlp_b8_samples_per_sec"] == nil {
+		t.Errorf("bench compute --net mlp --batch 8: %v", lines)
+	}
+	for _, args := range [][]string{{"compute", "--batch", "8"}, {"sample", "--batch", "8"}, {"sample", "--net", "cnn"}} {
+		if _, errs, code := ncsn(t, append([]string{"bench"}, args...)...); code != 2 || !strings.Contains(errs, "--") {
+			t.Errorf("bench %v: exit %d, %s; want a usage error", args, code, errs)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -55,8 +54,7 @@ compare with torch_ref.py train --width W --batch B --steps N --n 0.`)
 	if *width > 0 {
 		widths = []int{*width}
 	}
-	enc := json.NewEncoder(stdout)
-	summary := map[string]float64{}
+	out := newBenchOut(stdout)
 	for _, w := range widths {
 		kv := append(append([]string{}, torchTrainRecipe...),
 			fmt.Sprintf("model.channels=[%d,%d,%d]", w, 2*w, 4*w),
@@ -73,10 +71,9 @@ compare with torch_ref.py train --width W --batch B --steps N --n 0.`)
 		if err != nil {
 			return err
 		}
-		if err := enc.Encode(r); err != nil {
+		if err := out.add(r, fmt.Sprintf("w%d_b%d_samples_per_sec", r.Width, r.Batch), r.SamplesPerSec); err != nil {
 			return err
 		}
-		summary[fmt.Sprintf("w%d_b%d_samples_per_sec", r.Width, r.Batch)] = r.SamplesPerSec
 	}
-	return enc.Encode(map[string]any{"summary": summary})
+	return out.close()
 }
