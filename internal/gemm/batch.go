@@ -14,23 +14,32 @@ func SgemmBatch(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 }
 
 func sgemmBatch(kern *kernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, b []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, count int) {
+	runBatch(kern, count, m, n, k, alpha, beta, c, ldc, strideC, func(i int, ci []float32) problem {
+		ai, bi := a, b
+		if k > 0 && alpha != 0 {
+			ai, bi = a[i*strideA:], b[i*strideB:]
+		}
+		checkArgs(transA, transB, m, n, k, len(ai), lda, len(bi), ldb, len(ci), ldc)
+		return problem{transA: transA, transB: transB, a: ai, lda: lda, b: bi, ldb: ldb}
+	})
+}
+
+// runBatch runs count products of one shape on one worker, C_i at c[i·strideC:]; operands
+// gives the i-th product's A and B, checked against C_i (ci).
+func runBatch(kern *kernel, count, m, n, k int, alpha, beta float32, c []float32, ldc, strideC int, operands func(i int, ci []float32) problem) {
 	if count <= 0 || m == 0 || n == 0 {
 		return
 	}
 	w := getWorker(kern)
 	defer putWorker(kern, w)
 	for i := range count {
-		ai, bi, ci := a, b, c[i*strideC:]
-		if k > 0 && alpha != 0 {
-			ai, bi = a[i*strideA:], b[i*strideB:]
-		}
-		checkArgs(transA, transB, m, n, k, len(ai), lda, len(bi), ldb, len(ci), ldc)
+		ci := c[i*strideC:]
+		p := operands(i, ci)
 		if k == 0 || alpha == 0 {
 			scale(m, n, beta, ci, ldc)
 			continue
 		}
-		p := problem{transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
-			a: ai, lda: lda, b: bi, ldb: ldb, beta: beta, c: ci, ldc: ldc}
+		p.m, p.n, p.k, p.alpha, p.beta, p.c, p.ldc = m, n, k, alpha, beta, ci, ldc
 		w.run(kern, &p, 0, m, 0, n)
 	}
 }
@@ -88,25 +97,14 @@ func (p *PackedB) Pack(i int, transB bool, b []float32, ldb int) {
 // SgemmBatchPacked is SgemmBatch with op(B_i) = the i-th matrix of pb, for
 // i < pb's count, m×k A_i and m×n C_i.
 func SgemmBatchPacked(transA bool, m int, alpha float32, a []float32, lda, strideA int, pb *PackedB, beta float32, c []float32, ldc, strideC int) {
-	kern, k, n := pb.kern, pb.k, pb.n
-	if pb.count == 0 || m == 0 || n == 0 {
-		return
-	}
-	w := getWorker(kern)
-	defer putWorker(kern, w)
-	for i := range pb.count {
-		ai, ci := a, c[i*strideC:]
+	k, n := pb.k, pb.n
+	runBatch(pb.kern, pb.count, m, n, k, alpha, beta, c, ldc, strideC, func(i int, ci []float32) problem {
+		ai := a
 		if k > 0 && alpha != 0 {
 			ai = a[i*strideA:]
 		}
 		// B is checked as a dense k×n matrix: the packed one always is.
 		checkArgs(transA, false, m, n, k, len(ai), lda, k*n, n, len(ci), ldc)
-		if k == 0 || alpha == 0 {
-			scale(m, n, beta, ci, ldc)
-			continue
-		}
-		p := problem{transA: transA, m: m, n: n, k: k, alpha: alpha,
-			a: ai, lda: lda, beta: beta, c: ci, ldc: ldc, pb: pb.buf[i*pb.size : (i+1)*pb.size]}
-		w.run(kern, &p, 0, m, 0, n)
-	}
+		return problem{transA: transA, a: ai, lda: lda, pb: pb.buf[i*pb.size : (i+1)*pb.size]}
+	})
 }
