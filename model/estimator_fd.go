@@ -55,14 +55,9 @@ func (n *NetOf[T]) newFDGrad(batch int, loss LossConfig) (*fdGrad[T], error) {
 func (f *fdGrad[T]) run(x, z, v, sigma, grad, losses []T) error {
 	dim, B, M := f.net.dim, f.samples, f.particles
 	P := B * M
-	for _, c := range []struct {
-		what string
-		v    []T
-		n    int
-	}{{"x", x, B * dim}, {"z", z, B * dim}, {"sigma", sigma, B}, {"grad", grad, len(f.grad)}, {"losses", losses, B}} {
-		if len(c.v) != c.n {
-			return fmt.Errorf("model: fd_ssm: %s has %d values, want %d (batch %d)", c.what, len(c.v), c.n, B)
-		}
+	if err := checkLens("fd_ssm: ", B, wantLen[T]{"x", x, B * dim}, wantLen[T]{"z", z, B * dim}, wantLen[T]{"sigma", sigma, B},
+		wantLen[T]{"grad", grad, len(f.grad)}, wantLen[T]{"losses", losses, B}); err != nil {
+		return err
 	}
 	for b := 0; b < B; b++ {
 		sg := sigma[b]

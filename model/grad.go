@@ -100,9 +100,20 @@ func (d *feed[T]) fill(x, sigma []T) {
 	}
 }
 
-func (d *feed[T]) check(what string, v []T, n int) error {
-	if len(v) != n {
-		return fmt.Errorf("model: %s has %d values, want %d (batch %d)", what, len(v), n, d.batch)
+// wantLen is a slice a batch entry point takes and the number of values it must hold.
+type wantLen[T Float] struct {
+	what string
+	v    []T
+	n    int
+}
+
+// checkLens reports the first of args whose length is not what the batch needs; who, if
+// not empty, ends in ": ".
+func checkLens[T Float](who string, batch int, args ...wantLen[T]) error {
+	for _, a := range args {
+		if len(a.v) != a.n {
+			return fmt.Errorf("model: %s%s has %d values, want %d (batch %d)", who, a.what, len(a.v), a.n, batch)
+		}
 	}
 	return nil
 }
@@ -165,7 +176,7 @@ func (n *NetOf[T]) newGradNW(batch int, power float64, nw int) (*GradOf[T], erro
 func (g *GradOf[T]) Run(x, z, sigma, grad, losses []T) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if err := g.check("grad", grad, len(g.grad)); err != nil {
+	if err := checkLens("", g.batch, wantLen[T]{"grad", grad, len(g.grad)}); err != nil {
 		return err
 	}
 	if err := g.compute(x, z, sigma, losses); err != nil {
@@ -182,14 +193,8 @@ func (g *GradOf[T]) compute(x, z, sigma, losses []T) error {
 		return ErrClosed
 	}
 	dim := g.net.dim
-	for _, c := range []struct {
-		what string
-		v    []T
-		n    int
-	}{{"x", x, g.batch * dim}, {"z", z, g.batch * dim}, {"sigma", sigma, g.batch}, {"losses", losses, g.batch}} {
-		if err := g.check(c.what, c.v, c.n); err != nil {
-			return err
-		}
+	if err := checkLens("", g.batch, wantLen[T]{"x", x, g.batch * dim}, wantLen[T]{"z", z, g.batch * dim}, wantLen[T]{"sigma", sigma, g.batch}, wantLen[T]{"losses", losses, g.batch}); err != nil {
+		return err
 	}
 	for s := 0; s < g.batch; s++ {
 		sg := sigma[s]
@@ -268,14 +273,8 @@ func (s *ScorerOf[T]) Score(x, sigma, out []T) error {
 	if s.parts == nil {
 		return ErrClosed
 	}
-	for _, c := range []struct {
-		what string
-		v    []T
-		n    int
-	}{{"x", x, s.batch * s.dim}, {"sigma", sigma, s.batch}, {"out", out, s.batch * s.dim}} {
-		if len(c.v) != c.n {
-			return fmt.Errorf("model: %s has %d values, want %d (batch %d)", c.what, len(c.v), c.n, s.batch)
-		}
+	if err := checkLens("", s.batch, wantLen[T]{"x", x, s.batch * s.dim}, wantLen[T]{"sigma", sigma, s.batch}, wantLen[T]{"out", out, s.batch * s.dim}); err != nil {
+		return err
 	}
 	parallel(len(s.parts), len(s.parts), func(i, _, _ int) {
 		p, lo := s.parts[i], s.lo[i]

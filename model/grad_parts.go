@@ -44,14 +44,9 @@ func (n *NetOf[T]) newGradParts(batch int, power float64, k int) (*gradParts[T],
 
 func (gp *gradParts[T]) run(x, z, sigma, grad, losses []T) error {
 	d := gp.dim
-	for _, c := range []struct {
-		what string
-		v    []T
-		n    int
-	}{{"x", x, gp.batch * d}, {"z", z, gp.batch * d}, {"sigma", sigma, gp.batch}, {"grad", grad, len(gp.parts[0].grad)}, {"losses", losses, gp.batch}} {
-		if len(c.v) != c.n {
-			return fmt.Errorf("model: %s has %d values, want %d (batch %d)", c.what, len(c.v), c.n, gp.batch)
-		}
+	if err := checkLens("", gp.batch, wantLen[T]{"x", x, gp.batch * d}, wantLen[T]{"z", z, gp.batch * d}, wantLen[T]{"sigma", sigma, gp.batch},
+		wantLen[T]{"grad", grad, len(gp.parts[0].grad)}, wantLen[T]{"losses", losses, gp.batch}); err != nil {
+		return err
 	}
 	parallel(len(gp.parts), len(gp.parts), func(i, _, _ int) {
 		g, lo := gp.parts[i], gp.lo[i]

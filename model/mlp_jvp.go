@@ -171,14 +171,9 @@ func (j *mlpJVP[T]) backward(grad []T) {
 // vᵀ∇ₓ(vᵀs) + ½(vᵀs)² (or ½‖s‖²), averaged over the particles.
 func (j *mlpJVP[T]) run(x, z, v, sigma, grad, losses []T) error {
 	B, K, D := j.B, j.K, j.dim
-	for _, c := range []struct {
-		what string
-		v    []T
-		n    int
-	}{{"x", x, B * D}, {"z", z, B * D}, {"sigma", sigma, B}, {"grad", grad, len(j.net.p.Data)}, {"losses", losses, B}} {
-		if len(c.v) != c.n {
-			return fmt.Errorf("model: %s: %s has %d values, want %d (batch %d)", j.loss.Loss, c.what, len(c.v), c.n, B)
-		}
+	if err := checkLens(j.loss.Loss+": ", B, wantLen[T]{"x", x, B * D}, wantLen[T]{"z", z, B * D}, wantLen[T]{"sigma", sigma, B},
+		wantLen[T]{"grad", grad, len(j.net.p.Data)}, wantLen[T]{"losses", losses, B}); err != nil {
+		return err
 	}
 	for b := 0; b < B; b++ {
 		row := j.h[0][b*(D+1) : (b+1)*(D+1)]
