@@ -46,7 +46,10 @@ func quantizeInt4(out []byte, src, resid []float32) {
 		if scale > 0 && scale <= math.MaxFloat32 {
 			inv = 1 / float64(scale)
 		}
-		lut := int4LUT(scale)
+		var lut [16]float32 // what decoders make of each code, for the residual
+		if resid != nil {
+			lut = int4LUT(scale)
+		}
 		pairs := c[:len(x)/2]
 		if resid == nil {
 			for j := range pairs {
