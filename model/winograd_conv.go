@@ -53,36 +53,25 @@ func (wc *winoConv[T]) setWeights(g *convGeom, wk []T, nw int) {
 	})
 }
 
-// packFwd packs U for the forward's GEMMs, on nw goroutines.
-func (wc *winoConv[T]) packFwd(g *convGeom, nw int) {
-	if !is32[T]() {
-		return
-	}
-	a, cc := wc.spec.a, g.Co*g.Ci
-	if wc.pf == nil {
-		wc.pf = gemm.NewPackedB(g.Ci, g.Co, a*a)
-	}
-	u := as[float32](wc.u)
-	parallel(a*a, nw, func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			wc.pf.Pack(i, true, u[i*cc:], g.Ci)
-		}
-	})
-}
+// packFwd packs U for the forward's GEMMs (each U_iᵀ, Ci×Co), on nw goroutines.
+func (wc *winoConv[T]) packFwd(g *convGeom, nw int) { wc.pack(&wc.pf, g.Ci, g.Co, true, g, nw) }
 
-// packDx packs U for the input gradient's GEMMs, on nw goroutines.
-func (wc *winoConv[T]) packDx(g *convGeom, nw int) {
+// packDx packs U for the input gradient's GEMMs (each U_i, Co×Ci), on nw goroutines.
+func (wc *winoConv[T]) packDx(g *convGeom, nw int) { wc.pack(&wc.pd, g.Co, g.Ci, false, g, nw) }
+
+// pack packs U's α² matrices [Co][Ci], transposed or not, as k×n into *pb (made on first use).
+func (wc *winoConv[T]) pack(pb **gemm.PackedB, k, n int, trans bool, g *convGeom, nw int) {
 	if !is32[T]() {
 		return
 	}
 	a, cc := wc.spec.a, g.Co*g.Ci
-	if wc.pd == nil {
-		wc.pd = gemm.NewPackedB(g.Co, g.Ci, a*a)
+	if *pb == nil {
+		*pb = gemm.NewPackedB(k, n, a*a)
 	}
-	u := as[float32](wc.u)
+	p, u := *pb, as[float32](wc.u)
 	parallel(a*a, nw, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			wc.pd.Pack(i, false, u[i*cc:], g.Ci)
+			p.Pack(i, trans, u[i*cc:], g.Ci)
 		}
 	})
 }
