@@ -481,3 +481,78 @@ func TestConcurrentGrads(t *testing.T) {
 		}
 	}
 }
+
+// TestWeightsChangeBetweenRuns: graphs keep the weights' transforms (permuted, Winograd's
+// U, packed) while the weights stay as they were, and make them again when any value
+// changes, even the last of a layer: after a change, graphs built before it give a fresh
+// graph's bits, with every convolution algorithm.
+func TestWeightsChangeBetweenRuns(t *testing.T) {
+	for _, algo := range []convAlgo{convDirect, convWino2, convWino4} {
+		t.Run(algo.String(), func(t *testing.T) {
+			const batch = 3
+			shape := []int{3, 8, 8}
+			n, err := New(smallUNet, shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.conv = convPolicy{forced: true, algo: algo}
+			n.Init(3)
+			np := len(n.Params().Data)
+			x, z, sigma := batchData[float32](5, batch, prod(shape))
+			type result struct{ score, grad, loss []float32 }
+			build := func() (*Scorer, *GradOf[float32]) {
+				s, err := n.NewScorer(batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				g, err := n.newGrad(batch, 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close(); g.Close() })
+				return s, g
+			}
+			run := func(s *Scorer, g *GradOf[float32]) result {
+				r := result{make([]float32, batch*prod(shape)), make([]float32, np), make([]float32, batch)}
+				if err := s.Score(x, sigma, r.score); err != nil {
+					t.Fatal(err)
+				}
+				if err := g.Run(x, z, sigma, r.grad, r.loss); err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+			same := func(what string, a, b result) {
+				t.Helper()
+				for _, p := range [][2][]float32{{a.score, b.score}, {a.grad, b.grad}, {a.loss, b.loss}} {
+					for i := range p[0] {
+						if math.Float32bits(p[0][i]) != math.Float32bits(p[1][i]) {
+							t.Fatalf("%s: value %d: %v, want %v", what, i, p[0][i], p[1][i])
+						}
+					}
+				}
+			}
+			s, g := build()
+			first := run(s, g)
+			same("unchanged weights", run(s, g), first)
+			p := n.Params()
+			convs := 0
+			for i, sh := range p.Shapes {
+				if len(sh) == 4 && sh[2] == 3 && sh[3] == 3 {
+					last := p.Offsets[i] + prod(sh) - 1
+					p.Data[last] += 0.25
+					convs++
+				}
+			}
+			if convs == 0 {
+				t.Fatal("no 3×3 convolution weights")
+			}
+			after := run(s, g)
+			s2, g2 := build()
+			same("changed weights, graphs built before", after, run(s2, g2))
+			if slices.Equal(after.score, first.score) {
+				t.Fatal("the change made no difference to the scores: the test shows nothing")
+			}
+		})
+	}
+}

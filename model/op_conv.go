@@ -1,6 +1,8 @@
 package model
 
 import (
+	"unsafe"
+
 	"gorgonia.org/gorgonia"
 )
 
@@ -101,25 +103,57 @@ type convState[T Float] struct {
 	fwd, bwd convAlgo     // the algorithms of the forward and the backward op
 	wf, wb   *winoConv[T] // their Winograd states (nil for direct)
 	wk       []T          // [Co, K], (ky, kx, ci) order
-	wt       []T          // [Ci, 9·Co]: wk flipped and transposed, for stride-1 dx
-	bv       [][]T        // per worker [Co]: bias plus the sample's embedding
-	dwk      [][]T        // per worker [Co, K]
-	db       [][]T        // per worker [Co]
-	du       [][]T        // per worker [α², Co, Ci]: Winograd weight gradient
-	dadd     []T          // [B, Co]
-	dx       []T          // [B, H, W, Ci]
+	// gen counts the times wk changed: what is made from it (Winograd's U, packed
+	// operands, wt) is made again only then. Sampling runs one set of weights for a
+	// thousand steps, and the backward follows its forward with the same weights.
+	gen   uint64
+	wtGen uint64 // the gen wt was flipped at
+	wt    []T    // [Ci, 9·Co]: wk flipped and transposed, for stride-1 dx
+	bv    [][]T  // per worker [Co]: bias plus the sample's embedding
+	dwk   [][]T  // per worker [Co, K]
+	db    [][]T  // per worker [Co]
+	du    [][]T  // per worker [α², Co, Ci]: Winograd weight gradient
+	dadd  []T    // [B, Co]
+	dx    []T    // [B, H, W, Ci]
 }
 
-// permuteW converts PyTorch's [Co, Ci, 3, 3] to [Co, (ky, kx, ci)].
-func permuteW[T Float](wk, w []T, co, ci int) {
+// setWeights permutes the forward's weights input w into wk; gen moves on when any value
+// changed (bitwise), or on the first call.
+func (st *convState[T]) setWeights(w []T, co int) {
+	var changed bool
+	if is32[T]() {
+		changed = permuteW(bitsOf[uint32](st.wk), bitsOf[uint32](w), co, st.g.Ci)
+	} else {
+		changed = permuteW(bitsOf[uint64](st.wk), bitsOf[uint64](w), co, st.g.Ci)
+	}
+	if changed || st.gen == 0 {
+		st.gen++
+	}
+}
+
+// bitsOf is s seen as the bit patterns of its values (U of T's size).
+func bitsOf[U uint32 | uint64, T Float](s []T) []U {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*U)(unsafe.Pointer(&s[0])), len(s))
+}
+
+// permuteW converts PyTorch's [Co, Ci, 3, 3] to [Co, (ky, kx, ci)] and reports whether
+// any value of wk changed.
+func permuteW[U uint32 | uint64](wk, w []U, co, ci int) bool {
+	var diff U
 	for o := 0; o < co; o++ {
 		src, dst := w[o*9*ci:(o+1)*9*ci], wk[o*9*ci:(o+1)*9*ci]
 		for c := 0; c < ci; c++ {
 			for t := 0; t < 9; t++ {
-				dst[t*ci+c] = src[c*9+t]
+				v := src[c*9+t]
+				diff |= dst[t*ci+c] ^ v
+				dst[t*ci+c] = v
 			}
 		}
 	}
+	return diff != 0
 }
 
 // flipW sets wt[ci][(t, co)] = wk[co][(8−t, ci)]: the kernel of dx = conv(dy, ·)
@@ -188,7 +222,7 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 	}
 	fwd := func(y []T, in [][]T) {
 		x, bias := in[0], in[2]
-		permuteW(st.wk, in[1], co, g.Ci)
+		st.setWeights(in[1], co)
 		if wc := st.wf; wc != nil {
 			var addv, resv []T
 			if iAdd >= 0 {
@@ -197,8 +231,8 @@ func (b *builder[T]) conv(name string, x *gorgonia.Node, co, stride int, add, re
 			if iRes >= 0 {
 				resv = in[iRes]
 			}
-			wc.setWeights(g, st.wk, ws.nw)
-			wc.packFwd(g, ws.nw)
+			wc.setWeights(g, st.wk, st.gen, ws.nw)
+			wc.packFwd(g, st.gen, ws.nw)
 			parallel(g.B, ws.nw, func(w, lo, hi int) {
 				wc.forward(g, x, y, bias, addv, resv, st.bv[w], lo, hi, ws.get(w, wc.scratch(g)))
 			})
@@ -307,13 +341,11 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 	bwd := func(dw []T, in [][]T) {
 		x, dy := in[0], in[1]
 		if wc := st.wb; wc != nil {
-			if wc != st.wf {
-				wc.setWeights(g, st.wk, ws.nw) // the forward op left U of another algorithm
-			}
+			wc.setWeights(g, st.wk, st.gen, ws.nw) // made by the forward unless it ran another algorithm
 			var dx []T
 			if needDx {
 				dx = st.dx
-				wc.packDx(g, ws.nw)
+				wc.packDx(g, st.gen, ws.nw)
 			}
 			parallel(g.B, ws.nw, func(w, lo, hi int) {
 				clear(st.db[w])
@@ -329,8 +361,9 @@ func (b *builder[T]) convDiff(name string, st *convState[T], x, dy *gorgonia.Nod
 			copy(dbias, st.db[0])
 			return
 		}
-		if st.wt != nil {
+		if st.wt != nil && st.wtGen != st.gen {
 			flipW(st.wt, st.wk, co, g.Ci)
+			st.wtGen = st.gen
 		}
 		parallel(g.B, ws.nw, func(w, lo, hi int) {
 			dwk, db := st.dwk[w], st.db[w]

@@ -16,6 +16,8 @@ type winoConv[T Float] struct {
 	// The float32 GEMMs' B operands packed once per step: U[ξ]ᵀ for the
 	// forward, U[ξ] for the input gradient (nil until needed).
 	pf, pd *gemm.PackedB
+	// The convState gen of the weights u, pf and pd were made from (0: never).
+	uGen, pfGen, pdGen uint64
 }
 
 // winoCache is the cache a chunk's transformed tiles (both sides) should fit
@@ -42,8 +44,12 @@ func (wc *winoConv[T]) scratch(g *convGeom) int {
 }
 
 // setWeights computes U = G·g·Gᵀ from the weights in column order wk
-// [Co, (ky, kx, ci)], on nw goroutines.
-func (wc *winoConv[T]) setWeights(g *convGeom, wk []T, nw int) {
+// [Co, (ky, kx, ci)], generation gen, on nw goroutines, unless U is of gen already.
+func (wc *winoConv[T]) setWeights(g *convGeom, wk []T, gen uint64, nw int) {
+	if wc.uGen == gen {
+		return
+	}
+	wc.uGen = gen
 	a := wc.spec.a
 	cc := g.Co * g.Ci
 	parallel(g.Co, nw, func(_, lo, hi int) {
@@ -54,16 +60,22 @@ func (wc *winoConv[T]) setWeights(g *convGeom, wk []T, nw int) {
 }
 
 // packFwd packs U for the forward's GEMMs (each U_iᵀ, Ci×Co), on nw goroutines.
-func (wc *winoConv[T]) packFwd(g *convGeom, nw int) { wc.pack(&wc.pf, g.Ci, g.Co, true, g, nw) }
+func (wc *winoConv[T]) packFwd(g *convGeom, gen uint64, nw int) {
+	wc.pack(&wc.pf, &wc.pfGen, gen, g.Ci, g.Co, true, g, nw)
+}
 
 // packDx packs U for the input gradient's GEMMs (each U_i, Co×Ci), on nw goroutines.
-func (wc *winoConv[T]) packDx(g *convGeom, nw int) { wc.pack(&wc.pd, g.Co, g.Ci, false, g, nw) }
+func (wc *winoConv[T]) packDx(g *convGeom, gen uint64, nw int) {
+	wc.pack(&wc.pd, &wc.pdGen, gen, g.Co, g.Ci, false, g, nw)
+}
 
-// pack packs U's α² matrices [Co][Ci], transposed or not, as k×n into *pb (made on first use).
-func (wc *winoConv[T]) pack(pb **gemm.PackedB, k, n int, trans bool, g *convGeom, nw int) {
-	if !is32[T]() {
+// pack packs U's α² matrices [Co][Ci], transposed or not, as k×n into *pb (made on first
+// use), unless *pbGen says they are packed from gen already.
+func (wc *winoConv[T]) pack(pb **gemm.PackedB, pbGen *uint64, gen uint64, k, n int, trans bool, g *convGeom, nw int) {
+	if !is32[T]() || *pbGen == gen {
 		return
 	}
+	*pbGen = gen
 	a, cc := wc.spec.a, g.Co*g.Ci
 	if *pb == nil {
 		*pb = gemm.NewPackedB(k, n, a*a)
