@@ -238,7 +238,7 @@ type ScorerOf[T Float] struct {
 	batch int
 	dim   int
 	parts []*program[T]
-	lo    []int // first sample of each part
+	cut   []int // part i is samples [cut[i], cut[i+1])
 }
 
 // Scorer is the float32 score evaluation used by samplers.
@@ -254,16 +254,26 @@ func (n *NetOf[T]) newScorer(batch, parts, nw int) (*ScorerOf[T], error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
 	}
-	s := &ScorerOf[T]{batch: batch, dim: n.dim}
-	for i := 0; i < parts; i++ {
-		lo, hi := i*batch/parts, (i+1)*batch/parts
-		p, err := newProgram(n, hi-lo, nw)
+	s := &ScorerOf[T]{batch: batch, dim: n.dim, cut: cutBatch(batch, parts)}
+	for i := range len(s.cut) - 1 {
+		p, err := newProgram(n, s.cut[i+1]-s.cut[i], nw)
 		if err != nil {
 			return nil, err
 		}
-		s.parts, s.lo = append(s.parts, p), append(s.lo, lo)
+		s.parts = append(s.parts, p)
 	}
 	return s, nil
+}
+
+// cutBatch cuts batch samples into k contiguous parts (1 to batch of them) of sizes
+// differing by at most one: part i is [cut[i], cut[i+1]).
+func cutBatch(batch, k int) []int {
+	k = max(1, min(k, batch))
+	cut := make([]int, k+1)
+	for i := range cut {
+		cut[i] = i * batch / k
+	}
+	return cut
 }
 
 // Score sets out = s(x, σ) for batch samples (x, out batch × D; sigma per sample).
@@ -277,8 +287,7 @@ func (s *ScorerOf[T]) Score(x, sigma, out []T) error {
 		return err
 	}
 	parallel(len(s.parts), len(s.parts), func(i, _, _ int) {
-		p, lo := s.parts[i], s.lo[i]
-		hi := lo + p.batch
+		p, lo, hi := s.parts[i], s.cut[i], s.cut[i+1]
 		p.fill(x[lo*s.dim:hi*s.dim], sigma[lo:hi])
 		p.run()
 		p.fromGraph(out[lo*s.dim:hi*s.dim], p.out, sigma[lo:hi])

@@ -15,7 +15,7 @@ type gradParts[T Float] struct {
 	dim   int
 	batch int
 	parts []*GradOf[T]
-	lo    []int
+	cut   []int // part i is samples [cut[i], cut[i+1])
 	errs  []error
 }
 
@@ -24,20 +24,20 @@ func (n *NetOf[T]) newGradParts(batch int, power float64, k int) (*gradParts[T],
 	if batch < 1 {
 		return nil, fmt.Errorf("model: batch %d, want >= 1", batch)
 	}
-	k = max(1, min(k, batch))
-	gp := &gradParts[T]{dim: n.dim, batch: batch, errs: make([]error, k)}
-	for i := 0; i < k; i++ {
-		lo, hi := i*batch/k, (i+1)*batch/k
+	cut := cutBatch(batch, k)
+	k = len(cut) - 1
+	gp := &gradParts[T]{dim: n.dim, batch: batch, cut: cut, errs: make([]error, k)}
+	for i := range k {
 		nw := 1
 		if k == 1 {
 			nw = workers(batch)
 		}
-		g, err := n.newGradNW(hi-lo, power, nw)
+		g, err := n.newGradNW(cut[i+1]-cut[i], power, nw)
 		if err != nil {
 			gp.close()
 			return nil, err
 		}
-		gp.parts, gp.lo = append(gp.parts, g), append(gp.lo, lo)
+		gp.parts = append(gp.parts, g)
 	}
 	return gp, nil
 }
@@ -49,8 +49,7 @@ func (gp *gradParts[T]) run(x, z, sigma, grad, losses []T) error {
 		return err
 	}
 	parallel(len(gp.parts), len(gp.parts), func(i, _, _ int) {
-		g, lo := gp.parts[i], gp.lo[i]
-		hi := lo + g.batch
+		g, lo, hi := gp.parts[i], gp.cut[i], gp.cut[i+1]
 		gp.errs[i] = g.compute(x[lo*d:hi*d], z[lo*d:hi*d], sigma[lo:hi], losses[lo:hi])
 	})
 	if err := errors.Join(gp.errs...); err != nil {

@@ -2,6 +2,7 @@ package model
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -98,5 +99,22 @@ func TestGradPartsChecksLengths(t *testing.T) {
 	err = gp.run(x[:6], z, sigma, make([]float32, len(n.Params().Data)), make([]float32, 4))
 	if err == nil || !contains(err.Error(), "x has 6 values") {
 		t.Errorf("short x: %v", err)
+	}
+}
+
+// Batches are cut into contiguous parts whose sizes differ by at most one, never empty.
+func TestCutBatch(t *testing.T) {
+	for _, c := range []struct {
+		batch, k int
+		want     []int
+	}{
+		{8, 2, []int{0, 4, 8}},
+		{7, 3, []int{0, 2, 4, 7}},
+		{2, 5, []int{0, 1, 2}},
+		{5, 0, []int{0, 5}},
+	} {
+		if got := cutBatch(c.batch, c.k); !slices.Equal(got, c.want) {
+			t.Errorf("cutBatch(%d, %d) = %v, want %v", c.batch, c.k, got, c.want)
+		}
 	}
 }
