@@ -18,9 +18,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 // BenchConfig is the all-reduce workload of shared/bench/REFERENCE.md: Procs processes over
@@ -152,11 +149,10 @@ func BenchMember(ctx context.Context, cfg BenchConfig, rank int, addrs []string,
 		return BenchResult{}, fmt.Errorf("allreduce: bench: rank %d of %d addresses, %d procs", rank, len(addrs), cfg.Procs)
 	}
 	r, err := New(Config{
-		Self:        addrs[rank],
-		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		ChunkBytes:  cfg.ChunkBytes,
-		Timeout:     cfg.Timeout,
-		Logger:      log,
+		Self:       addrs[rank],
+		ChunkBytes: cfg.ChunkBytes,
+		Timeout:    cfg.Timeout,
+		Logger:     log,
 	})
 	if err != nil {
 		return BenchResult{}, err

@@ -305,6 +305,12 @@ func (a *ringOp) handle(in *Piece) error {
 // owns c) the buffer is replaced by the decoded encoding first.
 func (a *ringOp) encodeSend(phase ringpb.Phase, c, p int) error {
 	lo, hi := a.sched.span(c, p)
+	if a.op.Codec == (Codec{}) && a.r.inPlace && littleEndian {
+		// Raw float32 is the buffer's own memory, and the stream is done with it when Send
+		// returns: no copy. (buf does not change while this goroutine sends.)
+		clear(a.residual(lo, hi))
+		return a.send(phase, c, p, mem.BufferSlice{mem.SliceBuffer(floatBytes(a.buf[lo:hi]))})
+	}
 	raw := a.op.Codec.rawSize(hi - lo)
 	b := payloadPool.Get(raw + raw/64 + 256) // room for incompressible input
 	*b = a.enc.Encode((*b)[:0], a.buf[lo:hi], a.residual(lo, hi))

@@ -7,6 +7,7 @@ package allreduce
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,12 +15,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // Defaults of Config.
 const (
-	DefaultChunkBytes      = 256 << 10
+	DefaultChunkBytes      = MaxChunkBytes
 	DefaultTimeout         = 30 * time.Second
 	DefaultMaxPendingBytes = 1 << 30
 	// MaxChunkBytes keeps every message under gRPC's default 4 MiB receive limit.
@@ -30,11 +31,16 @@ const (
 type Config struct {
 	// Self is this member's address exactly as it appears in Op.Members.
 	Self string
-	// DialOptions are used to reach neighbours over gRPC (transport credentials, auth
-	// interceptors); they are applied after the ring's own window and buffer sizes.
-	DialOptions []grpc.DialOption
-	// Transport, if not nil, replaces gRPC (and DialOptions) for reaching neighbours, e.g.
-	// MemnetTransport.
+	// ServerTLS and ClientTLS, if not nil, put the ring's streams under TLS: the first those
+	// that neighbours open to this member (Serve), the second those it opens.
+	ServerTLS, ClientTLS *tls.Config
+	// Metadata, if not nil, is what every stream this member opens carries besides its name
+	// (credentials). Authorize, if not nil, checks what every stream to Serve carries (and
+	// the address it comes from): an error (a gRPC status error, for its code) refuses it.
+	Metadata  func(method string) metadata.MD
+	Authorize func(remote, method string, md metadata.MD) error
+	// Transport, if not nil, replaces gRPC (and the four fields above) for reaching
+	// neighbours, e.g. MemnetTransport.
 	Transport Transport
 	// ChunkBytes is the float32 input size of one pipelined piece; rounded down to whole
 	// int8 blocks. Every member must use the same value. Default DefaultChunkBytes.
@@ -87,7 +93,7 @@ type Ring struct {
 	m          *metrics
 	pieceElems int
 	transport  Transport
-	grpc       *grpcTransport // the transport, if the Ring made it
+	inPlace    bool // the transport is done with a payload when Send returns
 
 	ctx     context.Context // ends the streams to neighbours on Close
 	cancel  context.CancelFunc
@@ -106,7 +112,7 @@ type Ring struct {
 	testHookPiece func(*Piece) // called by AllReduce for each received piece
 }
 
-// New validates cfg and returns a Ring. Serve it with Register or Serve.
+// New validates cfg and returns a Ring. Serve it with Serve.
 func New(cfg Config) (*Ring, error) {
 	if cfg.Self == "" {
 		return nil, errors.New("allreduce: Config.Self is empty")
@@ -148,8 +154,10 @@ func New(cfg Config) (*Ring, error) {
 		transport:  cfg.Transport,
 	}
 	if r.transport == nil {
-		r.grpc = newGRPCTransport(cfg.Self, cfg.DialOptions)
-		r.transport = r.grpc
+		r.transport = newWireTransport(cfg)
+	}
+	if s, ok := r.transport.(inPlaceSender); ok {
+		r.inPlace = s.sendsInPlace()
 	}
 	return r, nil
 }
@@ -212,9 +220,6 @@ func (r *Ring) Close() error {
 		}()
 	}
 	wg.Wait()
-	if r.grpc != nil {
-		r.grpc.close()
-	}
 	r.cancel()
 	r.wg.Wait()
 	return nil

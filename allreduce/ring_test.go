@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,8 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
@@ -29,7 +32,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type member struct {
 	ring *Ring
 	addr string
-	srv  *grpc.Server
+	stop context.CancelFunc // ends Serve, dropping every connection
 	done chan struct{}
 	once sync.Once
 }
@@ -37,7 +40,7 @@ type member struct {
 // kill stops the member abruptly: its server drops every connection, then its ring closes.
 func (m *member) kill() {
 	m.once.Do(func() {
-		m.srv.Stop()
+		m.stop()
 		<-m.done
 		m.ring.Close()
 	})
@@ -45,11 +48,10 @@ func (m *member) kill() {
 
 func testConfig(addr string) Config {
 	return Config{
-		Self:        addr,
-		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		ChunkBytes:  1024, // many pieces even for small buffers
-		Timeout:     20 * time.Second,
-		Logger:      slog.New(slog.DiscardHandler),
+		Self:       addr,
+		ChunkBytes: 1024, // many pieces even for small buffers
+		Timeout:    20 * time.Second,
+		Logger:     slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -69,12 +71,11 @@ func startMembers(t testing.TB, n int, edit func(*Config)) []*member {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := grpc.NewServer(ServerOptions()...)
-		r.Register(srv)
-		m := &member{ring: r, addr: cfg.Self, srv: srv, done: make(chan struct{})}
+		ctx, stop := context.WithCancel(context.Background())
+		m := &member{ring: r, addr: cfg.Self, stop: stop, done: make(chan struct{})}
 		go func() {
 			defer close(m.done)
-			srv.Serve(lis)
+			r.Serve(ctx, lis)
 		}()
 		ms[i] = m
 	}
@@ -578,5 +579,48 @@ func TestGarbledPiece(t *testing.T) {
 			}
 			t.Fatalf("err = %v, want ErrCorrupt from %s", err, fake)
 		})
+	}
+}
+
+// TestCredentials: members whose streams carry what Authorize wants reduce together; a
+// member whose streams do not is refused with Unauthenticated, as is a stock gRPC client,
+// and the refusal names its address.
+func TestCredentials(t *testing.T) {
+	key := func(k string) func(*Config) {
+		return func(c *Config) {
+			c.Metadata = func(string) metadata.MD { return metadata.Pairs("x-key", k) }
+			c.Authorize = func(remote, method string, md metadata.MD) error {
+				if v := md.Get("x-key"); len(v) != 1 || v[0] != "k" {
+					return status.Errorf(codes.Unauthenticated, "bad key from %s for %s", remote, method)
+				}
+				return nil
+			}
+		}
+	}
+	good := startMembers(t, 2, key("k"))
+	bufs := [][]float32{{1, 2, 3, 4}, {10, 20, 30, 40}}
+	for i, o := range reduceAll(context.Background(), rings(good), Op{Run: "a", Epoch: 1, Members: addrs(good)}, bufs, nil) {
+		if o.err != nil || bufs[i][3] != 44 {
+			t.Fatalf("member %d: %v, %v", i, o.err, bufs[i])
+		}
+	}
+	stranger := startMembers(t, 1, key("not k"))
+	op := Op{Run: "a", Epoch: 1, Step: 1, Members: []string{stranger[0].addr, good[0].addr}, Timeout: 5 * time.Second}
+	var pe *PeerError
+	_, err := stranger[0].ring.AllReduce(context.Background(), op, make([]float32, 4))
+	if !errors.As(err, &pe) || pe.Peer != good[0].addr || !strings.Contains(err.Error(), "bad key from 127.0.0.1:") {
+		t.Errorf("stranger: %v, want a PeerError naming %s with the refusal", err, good[0].addr)
+	}
+	s := rawPipe(t, good[0], "127.0.0.1:1")
+	s.Send(&ringpb.Piece{Run: "r", Epoch: 1})
+	recv := make(chan error, 1)
+	go func() { _, err := s.Recv(); recv <- err }()
+	select {
+	case err := <-recv:
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("stock client without the key: %v, want Unauthenticated", err)
+		}
+	case <-time.After(10 * time.Second): // the piece was taken: the cleanup ends the stream
+		t.Error("stock client without the key: no refusal")
 	}
 }

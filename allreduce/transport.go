@@ -9,13 +9,18 @@ import (
 )
 
 // Transport carries a member's pieces to its right-hand neighbours and their refusals back.
-// gRPC is the production transport (the default, configured by Config.DialOptions; neighbours
-// serve it with Register or Serve); MemnetTransport runs rings over a simulated network.
+// gRPC is the production transport (the default, secured by Config's TLS and credential
+// fields; neighbours serve it with Serve); MemnetTransport runs rings over a simulated network.
 type Transport interface {
 	// Open opens a stream to the member at addr, which serves it with Ring.Accept. The
 	// stream ends when ctx is done.
 	Open(ctx context.Context, addr string) (Stream, error)
 }
+
+// inPlaceSender is implemented by transports whose streams are done with a payload's bytes
+// when Send returns (they have written them out): the ring then sends raw pieces straight
+// from the caller's buffer instead of a copy.
+type inPlaceSender interface{ sendsInPlace() bool }
 
 // Stream is the sending end of a stream to a right-hand neighbour: pieces go one way,
 // refusals the other.

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -15,16 +14,13 @@ import (
 )
 
 // wireCodecName is the gRPC content-subtype of Pipe streams. The bytes are plain protobuf
-// (ringpb.Piece, ringpb.Refusal); the codec only avoids copying payloads: a sent payload goes
-// to the transport from the buffers it was encoded or received in, and a received one stays
-// in the transport's frame buffers until the operation has decoded (and perhaps forwarded) it.
+// (ringpb.Piece, ringpb.Refusal), so a stock gRPC client or server can be the other end;
+// wireCodec only avoids copying payloads: a sent payload goes to the transport from the
+// buffers it was encoded or received in, and a received one stays in the buffer the
+// transport read it into until the operation has decoded (and perhaps forwarded) it.
 const wireCodecName = "ncsn-ring"
 
-func init() { encoding.RegisterCodecV2(wireCodec{}) }
-
 type wireCodec struct{}
-
-func (wireCodec) Name() string { return wireCodecName }
 
 // floatRuns calls fn(i, b) for consecutive runs b of whole little-endian float32 values in
 // segs, i being the index of b's first value. A value split between segments comes as a
@@ -133,7 +129,7 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 		out[0] = mem.SliceBuffer(protowire.AppendVarint(protowire.AppendTag(hdr, fieldPayload, protowire.BytesType), uint64(l)))
 		out = append(out, p.Payload...)
 	}
-	p.Payload = nil // gRPC owns and frees it now
+	p.Payload = nil // the transport owns and frees it now
 	return out, nil
 }
 
@@ -238,7 +234,7 @@ func (p *Piece) unmarshalFast(data mem.BufferSlice) bool {
 	return false
 }
 
-// refRange returns new references to the bytes of data from start on; gRPC frees data itself
+// refRange returns new references to the bytes of data from start on; the caller frees data
 // when Unmarshal returns.
 func refRange(data mem.BufferSlice, start int) mem.BufferSlice {
 	var out mem.BufferSlice
@@ -255,8 +251,8 @@ func refRange(data mem.BufferSlice, start int) mem.BufferSlice {
 }
 
 // payloadPool holds payload buffers; they move from the transport to decoders and back.
-// gRPC uses it too (ServerOptions, dial options) for frames: unlike gRPC's default pool it
-// does not zero buffers, which are always overwritten before use.
+// The transport reads messages into it too: unlike gRPC's default pool it does not zero
+// buffers, which are always overwritten before use.
 var payloadPool = &tieredPool{}
 
 // tieredPool keeps buffers by power-of-two capacity.

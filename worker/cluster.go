@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -47,10 +49,11 @@ type ClusterConfig struct {
 	// JoinTimeout bounds the first join (default 30 s); RejoinTimeout bounds re-joining after
 	// the coordinator was lost (default 2 min).
 	JoinTimeout, RejoinTimeout time.Duration
-	// DialOptions and ServerOptions are added to the worker's (e.g. TLS credentials). Without
-	// transport credentials in DialOptions, connections are plaintext.
-	DialOptions   []grpc.DialOption
-	ServerOptions []grpc.ServerOption
+	// ServerTLS and ClientTLS, if set, put the worker's connections under TLS: the first
+	// for the ring's streams that neighbours open to it, the second for the coordinator and
+	// the streams it opens to its neighbours (cluster.TLSFiles makes both). Without them,
+	// connections are plaintext.
+	ServerTLS, ClientTLS *tls.Config
 	// OnStep, if set, is called after every step applied to the replica.
 	OnStep func(StepInfo)
 	// OnTransition, if set, is called on Run's goroutine after every move of the worker's
@@ -136,9 +139,13 @@ func NewCluster(cfg ClusterConfig) (_ *Cluster, err error) {
 		h, _, _ := net.SplitHostPort(self)
 		cfg.Gossip = net.JoinHostPort(h, "0")
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if cfg.ClientTLS != nil {
+		creds = credentials.NewTLS(cfg.ClientTLS)
+	}
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30))}, auth.DialOptions()...)
-	conn, err := grpc.NewClient(cfg.Join, append(opts, cfg.DialOptions...)...)
+	conn, err := grpc.NewClient(cfg.Join, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("worker: coordinator %s: %w", cfg.Join, err)
 	}

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,8 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ncsn/ncsn/allreduce"
 	"github.com/ncsn/ncsn/internal/cluster"
@@ -40,10 +39,10 @@ type member struct {
 	commit   []byte            // rank 0's gradient for the coordinator, as raw float32
 	encoded  allreduce.Encoded // or as the ring encoded it
 
-	ring   *allreduce.Ring
-	srv    *grpc.Server
-	served chan struct{} // closed when srv.Serve has returned
-	ml     *memberlist.Memberlist
+	ring    *allreduce.Ring
+	unserve context.CancelFunc // ends the ring's Serve, dropping its connections
+	served  chan struct{}      // closed when the ring's Serve has returned
+	ml      *memberlist.Memberlist
 }
 
 // newMember builds the worker's member of the run rcJSON and serves its ring on lis. On
@@ -83,9 +82,10 @@ func newMember(c *Cluster, rcJSON []byte, lis net.Listener) (_ *member, err erro
 		m.resid = make([]float32, n)
 	}
 	if m.ring, err = allreduce.New(allreduce.Config{
-		Self:        c.self,
-		DialOptions: append(append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.auth.DialOptions()...), c.cfg.DialOptions...),
-		ChunkBytes:  rc.AllReduce.ChunkBytes, Timeout: time.Duration(rc.AllReduce.Timeout),
+		Self:      c.self,
+		ServerTLS: c.cfg.ServerTLS, ClientTLS: c.cfg.ClientTLS,
+		Metadata: c.auth.Metadata, Authorize: c.auth.Authorize,
+		ChunkBytes: rc.AllReduce.ChunkBytes, Timeout: time.Duration(rc.AllReduce.Timeout),
 		Logger: m.log, Registerer: c.cfg.Registerer,
 	}); err != nil {
 		return nil, err
@@ -98,14 +98,12 @@ func newMember(c *Cluster, rcJSON []byte, lis net.Listener) (_ *member, err erro
 	}); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	opts := append(allreduce.ServerOptions(), c.auth.ServerOptions()...)
-	m.srv = grpc.NewServer(append(opts, c.cfg.ServerOptions...)...)
-	m.ring.Register(m.srv)
-	m.served = make(chan struct{})
+	ctx, unserve := context.WithCancel(context.Background())
+	m.unserve, m.served = unserve, make(chan struct{})
 	go func() {
 		defer close(m.served)
-		// Stop ends Serve with nil; Kill may close lis or stop srv before Serve begins.
-		if err := m.srv.Serve(lis); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, grpc.ErrServerStopped) {
+		// Kill may close lis before Serve begins.
+		if err := m.ring.Serve(ctx, lis); err != nil && !errors.Is(err, net.ErrClosed) {
 			m.log.Error("ring server", "err", err)
 		}
 	}()
@@ -116,8 +114,8 @@ func newMember(c *Cluster, rcJSON []byte, lis net.Listener) (_ *member, err erro
 // connections, and the gossip node without a leave message. It may run beside the worker's
 // goroutine; close still has to follow.
 func (m *member) drop() {
-	if m.srv != nil {
-		m.srv.Stop()
+	if m.unserve != nil {
+		m.unserve()
 	}
 	if m.ml != nil {
 		m.ml.Shutdown()
@@ -127,8 +125,8 @@ func (m *member) drop() {
 // close releases everything, saying goodbye to the gossip pool unless crash. It returns once
 // the ring server's and the ring's goroutines have exited. Idempotent.
 func (m *member) close(crash bool) {
-	if m.srv != nil {
-		m.srv.Stop()
+	if m.unserve != nil {
+		m.unserve()
 		<-m.served
 	}
 	if m.ring != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,6 +124,20 @@ func (f *tlsFlags) server() ([]grpc.ServerOption, error) {
 		return nil, usageError{err}
 	}
 	return []grpc.ServerOption{o}, nil
+}
+
+// configs are the server and client TLS of the flags, nil without TLS.
+func (f *tlsFlags) configs() (server, client *tls.Config, err error) {
+	if !f.files().Enabled() {
+		return nil, nil, nil
+	}
+	if server, err = f.files().ServerConfig(); err != nil {
+		return nil, nil, usageError{err}
+	}
+	if client, err = f.files().ClientConfig(); err != nil {
+		return nil, nil, usageError{err}
+	}
+	return server, client, nil
 }
 
 // dial is the gRPC dial option of the flags, nil without TLS.

@@ -70,13 +70,17 @@ func TestMutualTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		do, err := f.DialOption()
+		sc, err := f.ServerConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := f.ClientConfig()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return func(c *coordinator.Config) { c.ServerOptions = append(c.ServerOptions, so) },
 			func(c *worker.ClusterConfig) {
-				c.ServerOptions, c.DialOptions = append(c.ServerOptions, so), append(c.DialOptions, do)
+				c.ServerTLS, c.ClientTLS = sc, cc
 				c.JoinTimeout = 3 * time.Second
 			}
 	}

@@ -64,17 +64,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cluster.CheckExposure(def, *insecure, *listen, *gossip); err != nil {
 		return usageError{err}
 	}
-	serverOpts, err := tf.server()
-	if err != nil {
-		return err
-	}
-	dialOpts, err := tf.dial()
+	serverTLS, clientTLS, err := tf.configs()
 	if err != nil {
 		return err
 	}
 	reg := prometheus.NewRegistry()
 	w, err := worker.NewCluster(worker.ClusterConfig{
-		ServerOptions: serverOpts, DialOptions: dialOpts,
+		ServerTLS: serverTLS, ClientTLS: clientTLS,
 		Join: *join, Listen: *listen, Advertise: *advertise, Gossip: *gossip, GossipAdvertise: *gossipAdv,
 		Secret: secret, Version: version, RunID: *runID, DataRoot: *dataRoot, Logger: log, Registerer: reg,
 		JoinTimeout: *joinTimeout, RejoinTimeout: *rejoinTimeout,

@@ -98,6 +98,10 @@ func (a *Auth) token(method string) string {
 
 func (a *Auth) check(ctx context.Context, method string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
+	return a.checkMD(md, method)
+}
+
+func (a *Auth) checkMD(md metadata.MD, method string) error {
 	v := md.Get(authHeader)
 	if len(v) != 1 {
 		return status.Error(codes.Unauthenticated, "no cluster credentials: the caller must be started with the cluster secret (--secret-file or NCSN_SECRET)")
@@ -117,12 +121,16 @@ func (a *Auth) check(ctx context.Context, method string) error {
 }
 
 func (a *Auth) refused(ctx context.Context, method string, err error) {
-	if a.Log == nil {
-		return
-	}
 	from := "unknown"
 	if p, ok := peer.FromContext(ctx); ok {
 		from = p.Addr.String()
+	}
+	a.logRefused(from, method, err)
+}
+
+func (a *Auth) logRefused(from, method string, err error) {
+	if a.Log == nil {
+		return
 	}
 	a.Log.Warn("refused unauthenticated call", "method", method, "from", from, "reason", status.Convert(err).Message())
 }
@@ -157,4 +165,21 @@ func (a *Auth) DialOptions() []grpc.DialOption {
 			return streamer(metadata.AppendToOutgoingContext(ctx, authHeader, a.token(method)), desc, cc, method, opts...)
 		}),
 	}
+}
+
+// Metadata is the token a call to method carries, for transports that are not grpc-go's
+// (the ring's streams).
+func (a *Auth) Metadata(method string) metadata.MD {
+	return metadata.Pairs(authHeader, a.token(method))
+}
+
+// Authorize checks the token a call to method carries in md, for transports that are not
+// grpc-go's; it returns a gRPC status error, and logs the refusal with from (the caller's
+// address, if known).
+func (a *Auth) Authorize(from, method string, md metadata.MD) error {
+	err := a.checkMD(md, method)
+	if err != nil {
+		a.logRefused(from, method, err)
+	}
+	return err
 }

@@ -76,9 +76,18 @@ func verifyWith(pool *x509.CertPool) func([][]byte, [][]*x509.Certificate) error
 	}
 }
 
-// ServerOption is the gRPC server credentials of f: a certificate and key are needed;
-// with a CA, clients must present a certificate it signed.
+// ServerOption is the gRPC server credentials of ServerConfig.
 func (f TLSFiles) ServerOption() (grpc.ServerOption, error) {
+	c, err := f.ServerConfig()
+	if err != nil {
+		return nil, err
+	}
+	return grpc.Creds(credentials.NewTLS(c)), nil
+}
+
+// ServerConfig is the server TLS of f: a certificate and key are needed; with a CA, clients
+// must present a certificate it signed.
+func (f TLSFiles) ServerConfig() (*tls.Config, error) {
 	cert, pool, err := f.load()
 	if err != nil {
 		return nil, err
@@ -91,12 +100,21 @@ func (f TLSFiles) ServerOption() (grpc.ServerOption, error) {
 		// crypto/tls checks the client's chain against pool for client use (no host names).
 		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, pool
 	}
-	return grpc.Creds(credentials.NewTLS(c)), nil
+	return c, nil
 }
 
-// DialOption is the gRPC client credentials of f: a CA is needed to trust servers; a
-// certificate and key, if set, are presented to servers that ask (mutual TLS).
+// DialOption is the gRPC client credentials of ClientConfig.
 func (f TLSFiles) DialOption() (grpc.DialOption, error) {
+	c, err := f.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(c)), nil
+}
+
+// ClientConfig is the client TLS of f: a CA is needed to trust servers; a certificate and
+// key, if set, are presented to servers that ask (mutual TLS).
+func (f TLSFiles) ClientConfig() (*tls.Config, error) {
 	cert, pool, err := f.load()
 	if err != nil {
 		return nil, err
@@ -109,5 +127,5 @@ func (f TLSFiles) DialOption() (grpc.DialOption, error) {
 	if cert != nil {
 		c.Certificates = []tls.Certificate{*cert}
 	}
-	return grpc.WithTransportCredentials(credentials.NewTLS(c)), nil
+	return c, nil
 }

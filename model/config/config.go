@@ -147,7 +147,7 @@ func Default(dataset string) Config {
 		Run:       Run{ID: "ncsn", Seed: 1, Steps: 2000, CheckpointEvery: 500, Keep: 3, LogEvery: 20, Samples: 64, SnapshotSamples: 64},
 		Data:      data.Config{Name: dataset},
 		Train:     Train{GlobalBatch: 128, AdamConfig: model.AdamConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, EMA: 0.999, LossConfig: model.DefaultLoss()},
-		AllReduce: AllReduce{Codec: "none", Compressor: "none", ChunkBytes: 256 << 10, Timeout: Duration(10 * time.Second)},
+		AllReduce: AllReduce{Codec: "none", Compressor: "none", ChunkBytes: 2 << 20, Timeout: Duration(10 * time.Second)},
 		Cluster: Cluster{MinWorkers: 1, HashEvery: 10, ProbeInterval: Duration(500 * time.Millisecond),
 			ProbeTimeout: Duration(250 * time.Millisecond), SuspicionMult: 2},
 	}
