@@ -280,9 +280,27 @@ func (c *conn) readHeaderBlock(h frameHeader) ([]hpack.HeaderField, error) {
 		}
 		block, end = append(block, p...), ch.has(flagEndHeaders)
 	}
-	fields, err := c.hdec.DecodeFull(block)
+	// Indexed fields can make a small block decode large: the list is bounded as decoded,
+	// and once over, the rest is decoded without strings, to keep HPACK's table in step.
+	var fields []hpack.HeaderField
+	size := 0
+	c.hdec.SetEmitEnabled(true)
+	c.hdec.SetEmitFunc(func(f hpack.HeaderField) {
+		if size += int(f.Size()); size > maxHeaderBytes {
+			c.hdec.SetEmitEnabled(false)
+			return
+		}
+		fields = append(fields, f)
+	})
+	_, err = c.hdec.Write(block)
+	if err == nil {
+		err = c.hdec.Close()
+	}
 	if err != nil {
 		return nil, &connError{code: 0x9, msg: fmt.Sprintf("header block: %v", err)} // COMPRESSION_ERROR
+	}
+	if size > maxHeaderBytes {
+		return nil, protocolError("header list above %d bytes", maxHeaderBytes)
 	}
 	return fields, nil
 }

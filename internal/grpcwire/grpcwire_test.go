@@ -1,6 +1,7 @@
 package grpcwire
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -295,8 +296,9 @@ func TestRefusals(t *testing.T) {
 // way round: a server that stops (crash) ends the client's with Unavailable.
 func TestCancel(t *testing.T) {
 	t.Run("client", func(t *testing.T) {
-		ended := make(chan error, 1)
+		started, ended := make(chan struct{}), make(chan error, 1)
 		addr := serve(t, ServerConfig{Handlers: map[string]Handler{duplex: func(st *ServerStream) error {
+			close(started)
 			_, err := st.RecvMsg()
 			ended <- err
 			return err
@@ -306,6 +308,7 @@ func TestCancel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		<-started // else the cancelled connection may never reach the handler
 		cancel()
 		if _, err := s.RecvMsg(); status.Code(err) != codes.Canceled {
 			t.Errorf("client: %v, want Canceled", err)
@@ -591,5 +594,33 @@ func TestHeaderRoundTrip(t *testing.T) {
 	h := frameHeader{length: 1<<24 - 1, typ: frameData, flags: flagEndStream, stream: 1<<31 - 1}
 	if got := parseFrameHeader(appendFrameHeader(b[:0], h)); got != h {
 		t.Errorf("frame header %v came back %v", h, got)
+	}
+}
+
+// TestHeaderListBounded: a small header block whose indexed fields decode to more than the
+// limit is refused (an HPACK bomb), and one under it decodes.
+func TestHeaderListBounded(t *testing.T) {
+	for _, tc := range []struct {
+		refs int
+		ok   bool
+	}{{10, true}, {100, false}} {
+		// A literal field with incremental indexing and a new name "x" (RFC 7541 §6.2.1),
+		// its 4,000-byte value's length as a 7-bit prefix integer (§5.1).
+		block := []byte{0x40, 1, 'x', 0x7f, byte((4000-127)&0x7f | 0x80), byte((4000 - 127) >> 7)}
+		block = append(block, bytes.Repeat([]byte{'v'}, 4000)...)
+		for range tc.refs {
+			block = append(block, 0x80|62) // the dynamic table's newest entry
+		}
+		frame := append(appendFrameHeader(nil, frameHeader{length: uint32(len(block)), typ: frameHeaders, flags: flagEndHeaders, stream: 1}), block...)
+		c := newConn(nil, maxFrameLimit, defaultWindow, 1<<20, mem.DefaultBufferPool())
+		c.br = bufio.NewReader(bytes.NewReader(frame))
+		h, err := c.readFrameHeader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields, err := c.readHeaderBlock(h)
+		if tc.ok != (err == nil) || tc.ok && len(fields) != tc.refs+1 {
+			t.Errorf("%d references: %d fields, %v", tc.refs, len(fields), err)
+		}
 	}
 }

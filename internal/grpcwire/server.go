@@ -305,20 +305,20 @@ func (s *Server) serveStream(st *ServerStream) bool {
 	}
 	werr := c.writeHeaders(st.id, fields, true)
 	st.wmu.Unlock()
-	if werr != nil || st.recvErr != nil && !errors.Is(st.recvErr, io.EOF) {
+	if werr != nil {
 		return false
 	}
-	if !st.remoteClosed {
-		// The client may still be sending: it has what it needs to stop, but this side would
-		// have to read on. One stream per connection: close it instead.
-		_ = c.writeControl(func(b []byte) []byte {
-			return appendGoAway(appendRSTStream(b, st.id, errCodeNo), st.id, errCodeNo)
-		})
-		s.linger(c)
-		return false
+	if st.remoteClosed && (st.recvErr == nil || errors.Is(st.recvErr, io.EOF)) {
+		c.nc.SetReadDeadline(time.Time{})
+		return true
 	}
-	c.nc.SetReadDeadline(time.Time{})
-	return true
+	// The client may still be sending, or its frames can no longer be followed: it has the
+	// status it needs to stop, and the connection ends.
+	_ = c.writeControl(func(b []byte) []byte {
+		return appendGoAway(appendRSTStream(b, st.id, errCodeNo), st.id, errCodeNo)
+	})
+	s.linger(c)
+	return false
 }
 
 // linger waits a little for the client to close, reading what it still sends, so that the
