@@ -220,12 +220,15 @@ func (s *ClientStream) readFrames(asm *assembler) error {
 }
 
 // SendMsg sends msg, which it frees, waiting while the server's window is full. After the
-// stream has ended it returns io.EOF; RecvMsg then tells how.
+// stream has ended it returns the stream's status error, or io.EOF if that was OK (grpc-go
+// returns io.EOF for both, leaving the status to RecvMsg).
 func (s *ClientStream) SendMsg(msg mem.BufferSlice) error {
 	defer msg.Free()
 	err := s.c.sendMsg(clientStreamID, msg, true)
 	if err != nil && s.ended() {
-		return io.EOF
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.final
 	}
 	return err
 }
