@@ -297,7 +297,7 @@ func (c *conn) readHeaderBlock(h frameHeader) ([]hpack.HeaderField, error) {
 		err = c.hdec.Close()
 	}
 	if err != nil {
-		return nil, &connError{code: 0x9, msg: fmt.Sprintf("header block: %v", err)} // COMPRESSION_ERROR
+		return nil, &connError{code: errCodeCompression, msg: fmt.Sprintf("header block: %v", err)}
 	}
 	if size > maxHeaderBytes {
 		return nil, protocolError("header list above %d bytes", maxHeaderBytes)

@@ -23,7 +23,6 @@ import (
 const (
 	frameData         = 0x0
 	frameHeaders      = 0x1
-	framePriority     = 0x2
 	frameRSTStream    = 0x3
 	frameSettings     = 0x4
 	framePushPromise  = 0x5
@@ -57,19 +56,19 @@ const (
 	errCodeFrameSize     = 0x6
 	errCodeRefusedStream = 0x7
 	errCodeCancel        = 0x8
+	errCodeCompression   = 0x9
 )
 
 const (
-	clientPreface    = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-	frameHeaderLen   = 9
-	defaultMaxFrame  = 16384
-	maxFrameLimit    = 1<<24 - 1
-	defaultWindow    = 65535
-	maxWindow        = 1<<31 - 1
-	msgPrefixLen     = 5 // gRPC's compressed flag and big-endian length
-	maxHeaderBytes   = 64 << 10
-	maxControlFrame  = 64 << 10 // SETTINGS, PING, GOAWAY, ... payloads read whole
-	defaultMaxRecvMs = 4 << 20
+	clientPreface   = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	frameHeaderLen  = 9
+	defaultMaxFrame = 16384
+	maxFrameLimit   = 1<<24 - 1
+	defaultWindow   = 65535
+	maxWindow       = 1<<31 - 1
+	msgPrefixLen    = 5 // gRPC's compressed flag and big-endian length
+	maxHeaderBytes  = 64 << 10
+	maxControlFrame = 64 << 10 // SETTINGS, PING, GOAWAY, ... payloads read whole
 )
 
 type frameHeader struct {
