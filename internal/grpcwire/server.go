@@ -128,7 +128,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		closed bool
 		wg     sync.WaitGroup
 	)
-	stop := context.AfterFunc(ctx, func() {
+	closeAll := func() {
 		lis.Close()
 		mu.Lock()
 		closed = true
@@ -136,7 +136,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			c.Close()
 		}
 		mu.Unlock()
-	})
+	}
+	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	var err error
 	for {
@@ -162,13 +163,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			nc.Close()
 		}()
 	}
-	lis.Close()
-	mu.Lock()
-	closed = true
-	for c := range conns {
-		c.Close()
-	}
-	mu.Unlock()
+	closeAll()
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
