@@ -22,7 +22,8 @@ const (
 	DefaultMaxFrameSize   = 1 << 20
 	DefaultWindow         = 8 << 20
 	DefaultMaxRecvMsgSize = 4 << 20
-	// handshakeTimeout bounds a connection's TLS handshake, preface and request headers.
+	// handshakeTimeout bounds a connection's TLS handshake, preface and request headers,
+	// and so how long a connection may sit idle between streams (clients reconnect).
 	handshakeTimeout = 10 * time.Second
 	// lingerTimeout bounds how long an ended stream's connection waits for the client to
 	// take the trailers and close first (closing with unread bytes would reset them away).
