@@ -67,8 +67,8 @@ func (r *Ring) Serve(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
-// pipe receives a left neighbour's pieces. It returns when the neighbour closes the stream
-// or the Ring is closed.
+// pipe receives a left neighbour's pieces. It returns when the neighbour ends the stream
+// (its error, if not a clean close, goes back as the stream's status) or the Ring is closed.
 func (r *Ring) pipe(s *grpcwire.ServerStream) error {
 	from := ""
 	if md, ok := metadata.FromIncomingContext(s.Context()); ok {
@@ -77,11 +77,8 @@ func (r *Ring) pipe(s *grpcwire.ServerStream) error {
 		}
 	}
 	err := r.Accept(from, wireInbound{s})
-	switch {
-	case errors.Is(err, ErrClosed):
+	if errors.Is(err, ErrClosed) {
 		return status.Error(codes.Unavailable, "allreduce: ring closed")
-	case status.Code(err) == codes.Canceled:
-		return nil // the neighbour ended the stream
 	}
 	return err
 }

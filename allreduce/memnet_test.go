@@ -57,6 +57,9 @@ func startSim(t *testing.T, n int, ncfg memnet.Config, edit func(*Config)) *sim 
 		if err != nil {
 			t.Fatal(err)
 		}
+		if r.inPlace {
+			t.Fatal("memnet holds payloads after Send: pieces must not be sent in place")
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -137,6 +137,9 @@ func TestAllReduce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	for n := 1; n <= 8; n++ {
 		ms := startMembers(t, n, nil)
+		if !ms[0].ring.inPlace {
+			t.Fatal("over gRPC, raw pieces are not sent in place") // the path below checks it
+		}
 		lengths := []int{0, 1, n - 1, n + 1, 1000*n + 7, 2560 + rng.IntN(20000)}
 		for _, codec := range allCodecs() {
 			for step, l := range lengths {

@@ -55,53 +55,54 @@ func endStatus(n int, md metadata.MD) error {
 	return status.Errorf(codes.FailedPrecondition, "saw %d messages; token %v; blob %q; 100%% ünïcode\n", n, md.Get("x-token"), md.Get("blob-bin"))
 }
 
-// hashHandler is the server side of the tests on grpcwire.
-func hashHandler(st *ServerStream) error {
-	md, _ := metadata.FromIncomingContext(st.Context())
-	n := 0
-	for {
-		m, err := st.RecvMsg()
+// hashLoop answers every request with its payload's digest, then ends with endStatus.
+func hashLoop(ctx context.Context, recv func() (*testgrpc.StreamingOutputCallRequest, error), send func(*testgrpc.StreamingOutputCallResponse) error) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for n := 0; ; n++ {
+		req, err := recv()
 		if errors.Is(err, io.EOF) {
 			return endStatus(n, md)
 		}
 		if err != nil {
 			return err
 		}
-		var req testgrpc.StreamingOutputCallRequest
-		err = proto.Unmarshal(m.Materialize(), &req)
-		m.Free()
-		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "bad request: %v", err)
-		}
-		n++
-		b, _ := proto.Marshal(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: digest(req.GetPayload().GetBody())}})
-		if err := st.SendMsg(mem.BufferSlice{mem.SliceBuffer(b)}); err != nil {
+		if err := send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: digest(req.GetPayload().GetBody())}}); err != nil {
 			return err
 		}
 	}
 }
 
-// hashService is the same, served by grpc-go.
+// hashHandler is hashLoop served by grpcwire.
+func hashHandler(st *ServerStream) error {
+	recv := func() (*testgrpc.StreamingOutputCallRequest, error) {
+		m, err := st.RecvMsg()
+		if err != nil {
+			return nil, err
+		}
+		defer m.Free()
+		req := &testgrpc.StreamingOutputCallRequest{}
+		if err := proto.Unmarshal(m.Materialize(), req); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "bad request: %v", err)
+		}
+		return req, nil
+	}
+	send := func(resp *testgrpc.StreamingOutputCallResponse) error {
+		b, err := proto.Marshal(resp)
+		if err != nil {
+			return err
+		}
+		return st.SendMsg(mem.BufferSlice{mem.SliceBuffer(b)})
+	}
+	return hashLoop(st.Context(), recv, send)
+}
+
+// hashService is hashLoop served by grpc-go.
 type hashService struct {
 	testgrpc.UnimplementedTestServiceServer
 }
 
 func (hashService) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
-	md, _ := metadata.FromIncomingContext(s.Context())
-	n := 0
-	for {
-		req, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return endStatus(n, md)
-		}
-		if err != nil {
-			return err
-		}
-		n++
-		if err := s.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: digest(req.GetPayload().GetBody())}}); err != nil {
-			return err
-		}
-	}
+	return hashLoop(s.Context(), s.Recv, s.Send)
 }
 
 var quiet = slog.New(slog.DiscardHandler)

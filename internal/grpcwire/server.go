@@ -292,7 +292,8 @@ func (s *Server) serveStream(st *ServerStream) bool {
 	c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
 	st.rmu.Lock()
 	defer st.rmu.Unlock()
-	st.ended = true
+	reusable := st.remoteClosed && (st.recvErr == nil || errors.Is(st.recvErr, io.EOF))
+	st.recvErr = status.Error(codes.Canceled, "grpcwire: the stream has ended")
 	st.asm.release(c.pool)
 	st.wmu.Lock()
 	fields := trailerFields(status.Convert(err))
@@ -304,7 +305,7 @@ func (s *Server) serveStream(st *ServerStream) bool {
 	if werr != nil {
 		return false
 	}
-	if st.remoteClosed && (st.recvErr == nil || errors.Is(st.recvErr, io.EOF)) {
+	if reusable {
 		c.nc.SetReadDeadline(time.Time{})
 		return true
 	}
@@ -349,7 +350,6 @@ type ServerStream struct {
 	asm          assembler
 	remoteClosed bool
 	recvErr      error
-	ended        bool
 
 	wmu         sync.Mutex
 	sentHeaders bool
@@ -368,9 +368,6 @@ func (st *ServerStream) RecvMsg() (mem.BufferSlice, error) {
 	st.rmu.Lock()
 	defer st.rmu.Unlock()
 	for len(st.asm.done) == 0 {
-		if st.ended {
-			return nil, status.Error(codes.Canceled, "grpcwire: the stream has ended")
-		}
 		if st.recvErr != nil {
 			return nil, st.recvErr
 		}
