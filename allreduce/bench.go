@@ -30,6 +30,8 @@ type BenchConfig struct {
 	Iters      int
 	Warmup     int
 	Timeout    time.Duration
+	// TCPOnly keeps the members on TCP loopback (Config.TCPOnly).
+	TCPOnly bool
 }
 
 func (c *BenchConfig) validate() error {
@@ -65,6 +67,8 @@ type BenchResult struct {
 	MaxRelError float64 `json:"max_rel_error"`
 	// GOMAXPROCS of each member process.
 	GoMaxProcs int `json:"gomaxprocs"`
+	// Socket carried the streams to the right-hand neighbour: tcp or unix ("" with one member).
+	Socket string `json:"socket"`
 }
 
 // Bench runs the workload across cfg.Procs processes started as exe args... plus the member
@@ -152,6 +156,7 @@ func BenchMember(ctx context.Context, cfg BenchConfig, rank int, addrs []string,
 		Self:       addrs[rank],
 		ChunkBytes: cfg.ChunkBytes,
 		Timeout:    cfg.Timeout,
+		TCPOnly:    cfg.TCPOnly,
 		Logger:     log,
 	})
 	if err != nil {
@@ -248,6 +253,7 @@ func benchRun(ctx context.Context, r *Ring, cfg BenchConfig, rank int, addrs []s
 		WireBytesPerOp: wire / int64(cfg.Iters),
 		MaxRelError:    maxErr / max(maxAbs, 1e-30),
 		GoMaxProcs:     runtime.GOMAXPROCS(0),
+		Socket:         r.m.socket(),
 	}, nil
 }
 

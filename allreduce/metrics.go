@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 type metrics struct {
@@ -14,6 +16,7 @@ type metrics struct {
 	received *prometheus.CounterVec
 	failed   *prometheus.CounterVec
 	refused  *prometheus.CounterVec
+	opened   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,9 +42,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ncsn", Subsystem: "allreduce", Name: "refused_pieces_total",
 			Help: "Pieces refused to a left neighbour, by reason.",
 		}, []string{"reason"}),
+		opened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ncsn", Subsystem: "allreduce", Name: "streams_opened_total",
+			Help: "Streams opened to right-hand neighbours over gRPC, by socket: tcp, or unix for a neighbour on this host.",
+		}, []string{"socket"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.seconds, m.sent, m.received, m.failed, m.refused} {
+		for _, c := range []prometheus.Collector{m.seconds, m.sent, m.received, m.failed, m.refused, m.opened} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("allreduce: register metrics: %w", err)
 			}
@@ -71,4 +78,17 @@ func (m *metrics) observe(c Codec, res Result, err error) {
 		reason = "canceled"
 	}
 	m.failed.WithLabelValues(name, reason).Inc()
+}
+
+// socket names the socket kind of the streams opened so far: tcp, unix, both ("tcp+unix"),
+// or "" for none.
+func (m *metrics) socket() string {
+	var kinds []string
+	for _, k := range []string{"tcp", "unix"} {
+		var d dto.Metric
+		if m.opened.WithLabelValues(k).Write(&d) == nil && d.GetCounter().GetValue() > 0 {
+			kinds = append(kinds, k)
+		}
+	}
+	return strings.Join(kinds, "+")
 }

@@ -39,7 +39,11 @@ type Config struct {
 	// the address it comes from): an error (a gRPC status error, for its code) refuses it.
 	Metadata  func(method string) metadata.MD
 	Authorize func(remote, method string, md metadata.MD) error
-	// Transport, if not nil, replaces gRPC (and the four fields above) for reaching
+	// TCPOnly keeps streams to neighbours on this host on TCP. By default, where the system
+	// allows (Linux, with net.core.wmem_max of at least 4 MiB), such a stream moves to a Unix
+	// socket once the neighbour has authorized it over TCP.
+	TCPOnly bool
+	// Transport, if not nil, replaces gRPC (and the five fields above) for reaching
 	// neighbours, e.g. MemnetTransport.
 	Transport Transport
 	// ChunkBytes is the float32 input size of one pipelined piece; rounded down to whole
@@ -94,6 +98,10 @@ type Ring struct {
 	pieceElems int
 	transport  Transport
 	inPlace    bool // the transport is done with a payload when Send returns
+	// host is hostIdentity, or "" if neighbours on this host use TCP; minLocalBuf is the
+	// Unix socket send buffer below which they do too.
+	host        string
+	minLocalBuf int
 
 	ctx     context.Context // ends the streams to neighbours on Close
 	cancel  context.CancelFunc
@@ -102,6 +110,7 @@ type Ring struct {
 
 	mu           sync.Mutex
 	closed       bool
+	localName    string // the Unix socket Serve listens on, if any
 	floor        uint64 // oldest epoch still accepted
 	ops          map[opKey]*opState
 	pendingBytes int
@@ -154,7 +163,10 @@ func New(cfg Config) (*Ring, error) {
 		transport:  cfg.Transport,
 	}
 	if r.transport == nil {
-		r.transport = newWireTransport(cfg)
+		if !cfg.TCPOnly {
+			r.host, r.minLocalBuf = hostIdentity(), localBuf
+		}
+		r.transport = newWireTransport(cfg, r.host, r.log, m)
 	}
 	if s, ok := r.transport.(inPlaceSender); ok {
 		r.inPlace = s.sendsInPlace()

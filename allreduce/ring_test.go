@@ -57,6 +57,12 @@ func testConfig(addr string) Config {
 
 func startMembers(t testing.TB, n int, edit func(*Config)) []*member {
 	t.Helper()
+	return startRings(t, n, edit, nil)
+}
+
+// startRings is startMembers with ring, if not nil, called on member i's Ring before it serves.
+func startRings(t testing.TB, n int, edit func(*Config), ring func(i int, r *Ring)) []*member {
+	t.Helper()
 	ms := make([]*member, n)
 	for i := range ms {
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,6 +76,10 @@ func startMembers(t testing.TB, n int, edit func(*Config)) []*member {
 		r, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
+		}
+		r.minLocalBuf = 0 // same-host streams take Unix sockets whatever net.core.wmem_max is
+		if ring != nil {
+			ring(i, r)
 		}
 		ctx, stop := context.WithCancel(context.Background())
 		m := &member{ring: r, addr: cfg.Self, stop: stop, done: make(chan struct{})}
@@ -133,21 +143,52 @@ func reduceAll(ctx context.Context, rs []*Ring, op Op, bufs [][]float32, resid [
 	return out
 }
 
+// sockets are the two ways members on one host reach each other: Unix sockets (the
+// default where the system has them) and TCP loopback (as members on other hosts do).
+var sockets = []struct {
+	name string
+	edit func(*Config)
+}{
+	{"unix", nil},
+	{"tcp", func(c *Config) { c.TCPOnly = true }},
+}
+
+// checkSockets checks that every member opened its streams over socket, and at least one.
+func checkSockets(t *testing.T, ms []*member, socket string) {
+	t.Helper()
+	if len(ms) < 2 || (socket == "unix" && hostIdentity() == "") {
+		return
+	}
+	other := map[string]string{"unix": "tcp", "tcp": "unix"}[socket]
+	for i, m := range ms {
+		got, wrong := testutil.ToFloat64(m.ring.m.opened.WithLabelValues(socket)), testutil.ToFloat64(m.ring.m.opened.WithLabelValues(other))
+		if got < 1 || wrong != 0 {
+			t.Errorf("member %d opened %v streams over %s and %v over %s, want them all over %s", i, got, socket, wrong, other, socket)
+		}
+	}
+}
+
 func TestAllReduce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	for n := 1; n <= 8; n++ {
-		ms := startMembers(t, n, nil)
-		if !ms[0].ring.inPlace {
-			t.Fatal("over gRPC, raw pieces are not sent in place") // the path below checks it
-		}
-		lengths := []int{0, 1, n - 1, n + 1, 1000*n + 7, 2560 + rng.IntN(20000)}
-		for _, codec := range allCodecs() {
-			for step, l := range lengths {
-				name := fmt.Sprintf("n=%d/%v/len=%d", n, codec, l)
-				if !t.Run(name, func(t *testing.T) { checkReduce(t, rng, rings(ms), addrs(ms), codec, l, uint64(step)) }) {
-					return
+	for _, sock := range sockets {
+		for n := 1; n <= 8; n++ {
+			if sock.name == "tcp" && n > 4 {
+				break // the socket matters to the streams, not to larger rings
+			}
+			ms := startMembers(t, n, sock.edit)
+			if !ms[0].ring.inPlace {
+				t.Fatal("over gRPC, raw pieces are not sent in place") // the path below checks it
+			}
+			lengths := []int{0, 1, n - 1, n + 1, 1000*n + 7, 2560 + rng.IntN(20000)}
+			for _, codec := range allCodecs() {
+				for step, l := range lengths {
+					name := fmt.Sprintf("%s/n=%d/%v/len=%d", sock.name, n, codec, l)
+					if !t.Run(name, func(t *testing.T) { checkReduce(t, rng, rings(ms), addrs(ms), codec, l, uint64(step)) }) {
+						return
+					}
 				}
 			}
+			checkSockets(t, ms, sock.name)
 		}
 	}
 }
@@ -343,9 +384,13 @@ func TestConcurrentOperations(t *testing.T) {
 // and the killed member's neighbours name it.
 func TestMemberKilledMidOperation(t *testing.T) {
 	const timeout = 3 * time.Second
-	for _, victim := range []int{0, 1, 2, 3} {
-		t.Run(fmt.Sprint("victim=", victim), func(t *testing.T) {
-			ms := startMembers(t, 4, func(c *Config) { c.Timeout = timeout })
+	for _, tc := range []struct {
+		socket string
+		victim int
+	}{{"unix", 0}, {"unix", 1}, {"unix", 2}, {"unix", 3}, {"tcp", 0}, {"tcp", 2}} {
+		t.Run(fmt.Sprintf("%s/victim=%d", tc.socket, tc.victim), func(t *testing.T) {
+			victim := tc.victim
+			ms := startMembers(t, 4, func(c *Config) { c.Timeout, c.TCPOnly = timeout, tc.socket == "tcp" })
 			started := make(chan struct{})
 			killed := make(chan struct{})
 			var once sync.Once
@@ -471,6 +516,10 @@ func waitActive(t *testing.T, r *Ring, epoch uint64) {
 type sink struct{ ringpb.UnimplementedRingServer }
 
 func (sink) Pipe(s ringpb.Ring_PipeServer) error {
+	// As a member on another host answers a neighbour's hostKey.
+	if err := s.SendHeader(nil); err != nil {
+		return err
+	}
 	for {
 		if _, err := s.Recv(); err != nil {
 			return nil

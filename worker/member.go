@@ -86,7 +86,8 @@ func newMember(c *Cluster, rcJSON []byte, lis net.Listener) (_ *member, err erro
 		ServerTLS: c.cfg.ServerTLS, ClientTLS: c.cfg.ClientTLS,
 		Metadata: c.auth.Metadata, Authorize: c.auth.Authorize,
 		ChunkBytes: rc.AllReduce.ChunkBytes, Timeout: time.Duration(rc.AllReduce.Timeout),
-		Logger: m.log, Registerer: c.cfg.Registerer,
+		TCPOnly: rc.AllReduce.SameHost == "tcp",
+		Logger:  m.log, Registerer: c.cfg.Registerer,
 	}); err != nil {
 		return nil, err
 	}

@@ -32,10 +32,11 @@ func benchAllreduce(ctx context.Context, args []string, stdout, stderr io.Writer
 	iters := fs.Int("iters", 20, "timed operations")
 	warmup := fs.Int("warmup", 3, "untimed operations before")
 	timeout := fs.Duration("timeout", time.Minute, "deadline of each operation")
+	sameHost := fs.String("same-host", "unix", "how the members reach each other: unix sockets where the system allows (as workers on one host do), or tcp")
 	rank := fs.Int("member-rank", -1, "internal: run as this member, listener on fd 3")
 	addrs := fs.String("member-addrs", "", "internal: members' addresses, comma-separated")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ncsn bench allreduce [--procs N] [--mib M] [--codec C] [--compressor Z] [--iters N] [--warmup N]\n\nTimes ring all-reduces (sum) of one float32 buffer across --procs processes on this\nmachine, over gRPC on loopback, as shared/bench/torch_ref.py allreduce does with gloo.")
+		fmt.Fprintln(stderr, "usage: ncsn bench allreduce [--procs N] [--mib M] [--codec C] [--compressor Z] [--iters N] [--warmup N] [--same-host unix|tcp]\n\nTimes ring all-reduces (sum) of one float32 buffer across --procs processes on this\nmachine, over gRPC (on Unix sockets where the system allows, else TCP loopback), as\nshared/bench/torch_ref.py allreduce does with gloo over TCP loopback. \"socket\" in the\nresult tells which carried it.")
 		printFlags(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -45,9 +46,12 @@ func benchAllreduce(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return usageError{err}
 	}
+	if *sameHost != "unix" && *sameHost != "tcp" {
+		return usageError{fmt.Errorf("--same-host %q: want unix or tcp", *sameHost)}
+	}
 	cfg := allreduce.BenchConfig{
 		Procs: *procs, Bytes: int(*mib*(1<<20)) / 4 * 4, Codec: c, ChunkBytes: *chunk,
-		Iters: *iters, Warmup: *warmup, Timeout: *timeout,
+		Iters: *iters, Warmup: *warmup, Timeout: *timeout, TCPOnly: *sameHost == "tcp",
 	}
 	var res allreduce.BenchResult
 	if *rank >= 0 {

@@ -28,6 +28,9 @@ type DialConfig struct {
 	MaxRecvMsgSize int
 	// BufferPool supplies received messages' buffers. Default mem.DefaultBufferPool().
 	BufferPool mem.BufferPool
+	// Dial, if not nil, connects in place of a TCP dial of addr (to a Unix socket, say);
+	// addr still names the server, as the :authority and TLS's default server name.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // clientStreamID is the only stream a client connection opens.
@@ -47,6 +50,9 @@ type ClientStream struct {
 	queued int
 	final  error // io.EOF after an OK status; set last by the reader, which then exits
 	done   chan struct{}
+
+	header  metadata.MD   // set before gotHead is closed
+	gotHead chan struct{} // closed when the response headers arrive (not trailers-only)
 }
 
 // Open dials addr and opens a stream to method (full name, "/package.Service/Method")
@@ -59,8 +65,12 @@ func Open(ctx context.Context, addr, method string, md metadata.MD, cfg DialConf
 	if cfg.BufferPool == nil {
 		cfg.BufferPool = mem.DefaultBufferPool()
 	}
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	dial := cfg.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	nc, err := dial(ctx, addr)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "grpcwire: dial %s: %v", addr, err)
 	}
@@ -86,7 +96,10 @@ func Open(ctx context.Context, addr, method string, md metadata.MD, cfg DialConf
 
 // open opens the stream on nc, a connection ready for HTTP/2.
 func open(ctx context.Context, nc net.Conn, scheme, addr, method string, md metadata.MD, cfg DialConfig) (*ClientStream, error) {
-	s := &ClientStream{c: newConn(nc, defaultMaxFrame, cfg.Window, cfg.MaxRecvMsgSize, cfg.BufferPool), done: make(chan struct{})}
+	s := &ClientStream{
+		c:    newConn(nc, defaultMaxFrame, cfg.Window, cfg.MaxRecvMsgSize, cfg.BufferPool),
+		done: make(chan struct{}), gotHead: make(chan struct{}),
+	}
 	s.cond.L = &s.mu
 	err := s.c.writeHello(false)
 	if err == nil {
@@ -179,6 +192,10 @@ func (s *ClientStream) readFrames(asm *assembler) error {
 				if r.st != nil {
 					return c.abort(protocolError("trailers without END_STREAM"))
 				}
+				if s.header == nil {
+					s.header = r.md
+					close(s.gotHead)
+				}
 				continue
 			}
 			if r.st == nil {
@@ -231,6 +248,27 @@ func (s *ClientStream) SendMsg(msg mem.BufferSlice) error {
 		return s.final
 	}
 	return err
+}
+
+// Header waits for the server's response headers and returns their metadata. A stream that
+// ends without them (the server refused it, say) returns its status error, or io.EOF if OK;
+// if ctx ends first, Header returns ctx's error and the stream goes on.
+func (s *ClientStream) Header(ctx context.Context) (metadata.MD, error) {
+	select {
+	case <-s.gotHead:
+		return s.header, nil
+	case <-s.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-s.gotHead: // headers, then the end, before this call
+		return s.header, nil
+	default:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return nil, s.final
 }
 
 func (s *ClientStream) ended() bool {

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -386,7 +387,7 @@ func fakeServer(t *testing.T, maxFrame uint32) (string, <-chan []int) {
 				lens = append(lens, int(h.length))
 				c.br.Discard(int(h.length))
 				if h.has(flagEndStream) {
-					c.writeHeaders(h.stream, append(responseFields(""), trailerFields(status.New(codes.OK, ""))...), true)
+					c.writeHeaders(h.stream, append(responseFields("", nil), trailerFields(status.New(codes.OK, ""))...), true)
 					out <- lens
 					io.Copy(io.Discard, c.br)
 					return
@@ -548,7 +549,7 @@ func FuzzClient(f *testing.F) {
 	ok := appendSettings(nil)
 	resp := newConn(nil, defaultMaxFrame, defaultWindow, 1<<20, mem.DefaultBufferPool())
 	resp.hbuf.Reset()
-	for _, fl := range append(responseFields(""), trailerFields(status.New(codes.Aborted, "x%y"))...) {
+	for _, fl := range append(responseFields("", nil), trailerFields(status.New(codes.Aborted, "x%y"))...) {
 		resp.henc.WriteField(fl)
 	}
 	block := resp.hbuf.Bytes()
@@ -623,5 +624,158 @@ func TestHeaderListBounded(t *testing.T) {
 		if tc.ok != (err == nil) || tc.ok && len(fields) != tc.refs+1 {
 			t.Errorf("%d references: %d fields, %v", tc.refs, len(fields), err)
 		}
+	}
+}
+
+var headerMD = metadata.Pairs("x-node", "n1", "id-bin", "\x00\xfe")
+
+func checkHeader(t *testing.T, md metadata.MD, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("Header: %v", err)
+	}
+	if got := md.Get("x-node"); len(got) != 1 || got[0] != "n1" {
+		t.Errorf("x-node %q, want n1", got)
+	}
+	if got := md.Get("id-bin"); len(got) != 1 || got[0] != "\x00\xfe" {
+		t.Errorf("id-bin %q, want \\x00\\xfe", got)
+	}
+}
+
+type headerService struct{ hashService }
+
+func (headerService) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
+	if err := s.SendHeader(headerMD); err != nil {
+		return err
+	}
+	return hashLoop(s.Context(), s.Recv, s.Send)
+}
+
+// TestResponseHeader: metadata sent with the response headers before any message reaches
+// the client, between grpcwire and grpc-go both ways; a refused stream's Header is its status.
+func TestResponseHeader(t *testing.T) {
+	withHeader := func(st *ServerStream) error {
+		if err := st.SendHeader(headerMD); err != nil {
+			return err
+		}
+		if err := st.SendHeader(nil); err == nil {
+			return status.Error(codes.Internal, "second SendHeader succeeded")
+		}
+		return hashHandler(st)
+	}
+	own := serve(t, ServerConfig{Handlers: map[string]Handler{duplex: withHeader}})
+
+	t.Run("grpcwire to grpcwire", func(t *testing.T) {
+		s, err := Open(context.Background(), own, duplex, testMD, DialConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		md, err := s.Header(context.Background()) // before any message is sent
+		checkHeader(t, md, err)
+		exchange(t, s)
+		md, err = s.Header(context.Background()) // after the end, still there
+		checkHeader(t, md, err)
+	})
+	t.Run("grpc-go to grpcwire", func(t *testing.T) {
+		conn, err := grpc.NewClient(own, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		s, err := testgrpc.NewTestServiceClient(conn).FullDuplexCall(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := s.Header()
+		checkHeader(t, md, err)
+		s.CloseSend()
+		if _, err := s.Recv(); status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("end: %v", err)
+		}
+	})
+	t.Run("grpcwire to grpc-go", func(t *testing.T) {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		testgrpc.RegisterTestServiceServer(srv, headerService{})
+		done := make(chan struct{})
+		go func() { defer close(done); srv.Serve(lis) }()
+		defer func() { srv.Stop(); <-done }()
+		s, err := Open(context.Background(), lis.Addr().String(), duplex, testMD, DialConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		md, err := s.Header(context.Background())
+		checkHeader(t, md, err)
+		exchange(t, s)
+	})
+	t.Run("no header yet", func(t *testing.T) {
+		s, err := Open(context.Background(), serveGRPCGo(t), duplex, testMD, DialConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := s.Header(ctx); err != context.Canceled {
+			t.Fatalf("Header: %v, want Canceled", err)
+		}
+		exchange(t, s) // the stream goes on
+	})
+	t.Run("refused", func(t *testing.T) {
+		addr := serve(t, ServerConfig{Authorize: func(string, string, metadata.MD) error {
+			return status.Error(codes.Unauthenticated, "no")
+		}})
+		s, err := Open(context.Background(), addr, duplex, testMD, DialConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if md, err := s.Header(context.Background()); status.Code(err) != codes.Unauthenticated || md != nil {
+			t.Fatalf("Header: %v, %v; want Unauthenticated", md, err)
+		}
+	})
+}
+
+// TestDial: a stream over a Unix socket, with the server's name as the authority.
+func TestDial(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s")
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var authority string
+	srv, err := NewServer(ServerConfig{Logger: quiet, Handlers: map[string]Handler{duplex: func(st *ServerStream) error {
+		authority = st.req.authority
+		return hashHandler(st)
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}
+	s, err := Open(context.Background(), "node-a:7000", duplex, testMD, DialConfig{Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, s)
+	s.Close()
+	if authority != "node-a:7000" {
+		t.Errorf("authority %q, want node-a:7000", authority)
 	}
 }

@@ -16,8 +16,9 @@ const contentType = "application/grpc"
 
 // request is what a client's HEADERS say.
 type request struct {
-	method string // the :path, "/package.Service/Method"
-	md     metadata.MD
+	method    string // the :path, "/package.Service/Method"
+	authority string
+	md        metadata.MD
 }
 
 func requestFields(scheme, authority, method, subtype string, md metadata.MD) []hpack.HeaderField {
@@ -34,6 +35,11 @@ func requestFields(scheme, authority, method, subtype string, md metadata.MD) []
 		{Name: "te", Value: "trailers"},
 		{Name: "user-agent", Value: "ncsn-grpcwire"},
 	}
+	return appendMD(fs, md)
+}
+
+// appendMD appends md's headers, leaving out those gRPC itself sets.
+func appendMD(fs []hpack.HeaderField, md metadata.MD) []hpack.HeaderField {
 	for k, vs := range md {
 		k = strings.ToLower(k)
 		if reserved(k) {
@@ -70,7 +76,9 @@ func parseRequest(fields []hpack.HeaderField) (request, error) {
 			verb = f.Value
 		case f.Name == ":path":
 			req.method = f.Value
-		case f.Name == ":scheme", f.Name == ":authority":
+		case f.Name == ":authority":
+			req.authority = f.Value
+		case f.Name == ":scheme":
 		case strings.HasPrefix(f.Name, ":"):
 			return req, status.Errorf(codes.Internal, "grpcwire: unknown pseudo-header %q", f.Name)
 		case f.Name == "content-type":
@@ -116,12 +124,12 @@ func decodeBin(v string) (string, error) {
 	return string(b), err
 }
 
-func responseFields(subtype string) []hpack.HeaderField {
+func responseFields(subtype string, md metadata.MD) []hpack.HeaderField {
 	ct := contentType
 	if subtype != "" {
 		ct += "+" + subtype
 	}
-	return []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: ct}}
+	return appendMD([]hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: ct}}, md)
 }
 
 func trailerFields(st *status.Status) []hpack.HeaderField {
@@ -137,13 +145,26 @@ type response struct {
 	httpStatus string
 	ct         string
 	st         *status.Status // nil without grpc-status
+	md         metadata.MD    // the other headers, -bin values decoded
 }
 
 func parseResponse(fields []hpack.HeaderField) (response, error) {
-	var r response
+	r := response{md: metadata.MD{}}
 	code, msg, haveCode := 0, "", false
 	for _, f := range fields {
 		switch f.Name {
+		default:
+			if strings.HasPrefix(f.Name, ":") || reserved(f.Name) {
+				continue
+			}
+			v := f.Value
+			if strings.HasSuffix(f.Name, "-bin") {
+				var err error
+				if v, err = decodeBin(v); err != nil {
+					return r, status.Errorf(codes.Internal, "grpcwire: header %s: %v", f.Name, err)
+				}
+			}
+			r.md.Append(f.Name, v)
 		case ":status":
 			r.httpStatus = f.Value
 		case "content-type":

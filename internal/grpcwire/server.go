@@ -298,7 +298,7 @@ func (s *Server) serveStream(st *ServerStream) bool {
 	st.wmu.Lock()
 	fields := trailerFields(status.Convert(err))
 	if !st.sentHeaders {
-		fields = append(responseFields(subtype(st.req.md)), fields...)
+		fields = append(responseFields(subtype(st.req.md), nil), fields...)
 	}
 	werr := c.writeHeaders(st.id, fields, true)
 	st.wmu.Unlock()
@@ -444,11 +444,30 @@ func (st *ServerStream) SendMsg(msg mem.BufferSlice) error {
 	defer msg.Free()
 	st.wmu.Lock()
 	defer st.wmu.Unlock()
-	if !st.sentHeaders {
-		if err := st.c.writeHeaders(st.id, responseFields(subtype(st.req.md)), false); err != nil {
-			return st.c.fail(err)
-		}
-		st.sentHeaders = true
+	if err := st.sendHeaderLocked(nil); err != nil {
+		return err
 	}
 	return st.c.sendMsg(st.id, msg, false)
+}
+
+// SendHeader sends the response headers now, with md; they are otherwise sent, without
+// metadata, before the first message or with the status. It fails if they were sent.
+func (st *ServerStream) SendHeader(md metadata.MD) error {
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	if st.sentHeaders {
+		return errors.New("grpcwire: the headers were sent")
+	}
+	return st.sendHeaderLocked(md)
+}
+
+func (st *ServerStream) sendHeaderLocked(md metadata.MD) error {
+	if st.sentHeaders {
+		return nil
+	}
+	if err := st.c.writeHeaders(st.id, responseFields(subtype(st.req.md), md), false); err != nil {
+		return st.c.fail(err)
+	}
+	st.sentHeaders = true
+	return nil
 }

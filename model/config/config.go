@@ -82,6 +82,9 @@ type AllReduce struct {
 	Compressor string   `yaml:"compressor" json:"compressor"` // allreduce.Compressors(): none, zstd, s2
 	ChunkBytes int      `yaml:"chunk_bytes" json:"chunk_bytes"`
 	Timeout    Duration `yaml:"timeout" json:"timeout"`
+	// SameHost is how workers on one host (kernel and network namespace) reach each other:
+	// "unix" sockets where the system allows, else TCP; or "tcp" always.
+	SameHost string `yaml:"same_host" json:"same_host"`
 }
 
 // Cluster holds the membership settings.
@@ -147,7 +150,7 @@ func Default(dataset string) Config {
 		Run:       Run{ID: "ncsn", Seed: 1, Steps: 2000, CheckpointEvery: 500, Keep: 3, LogEvery: 20, Samples: 64, SnapshotSamples: 64},
 		Data:      data.Config{Name: dataset},
 		Train:     Train{GlobalBatch: 128, AdamConfig: model.AdamConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, EMA: 0.999, LossConfig: model.DefaultLoss()},
-		AllReduce: AllReduce{Codec: "none", Compressor: "none", ChunkBytes: 2 << 20, Timeout: Duration(10 * time.Second)},
+		AllReduce: AllReduce{Codec: "none", Compressor: "none", ChunkBytes: 2 << 20, Timeout: Duration(10 * time.Second), SameHost: "unix"},
 		Cluster: Cluster{MinWorkers: 1, HashEvery: 10, ProbeInterval: Duration(500 * time.Millisecond),
 			ProbeTimeout: Duration(250 * time.Millisecond), SuspicionMult: 2},
 	}
@@ -290,6 +293,8 @@ func (c Config) check() error {
 		return fmt.Errorf("allreduce.chunk_bytes: %d, want >= 1024", c.AllReduce.ChunkBytes)
 	case c.AllReduce.Timeout <= 0:
 		return fmt.Errorf("allreduce.timeout: %v, want > 0", time.Duration(c.AllReduce.Timeout))
+	case c.AllReduce.SameHost != "unix" && c.AllReduce.SameHost != "tcp":
+		return fmt.Errorf("allreduce.same_host: %q, want unix or tcp", c.AllReduce.SameHost)
 	}
 	if err := c.Data.Validate(); err != nil {
 		return err
