@@ -2,8 +2,15 @@ package allreduce
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"strings"
@@ -177,4 +184,62 @@ func TestLocalSocketAuthorized(t *testing.T) {
 		cancel()
 		conn.Close()
 	}
+}
+
+// TestSameHostTLS: under TLS, same-host streams move to Unix sockets and stay under TLS
+// there: a plaintext client of the socket gets nothing through.
+func TestSameHostTLS(t *testing.T) {
+	needUnix(t)
+	server, client := testTLS(t)
+	ms := startMembers(t, 3, func(c *Config) { c.ServerTLS, c.ClientTLS = server, client })
+	checkReduce(t, rand.New(rand.NewPCG(3, 4)), rings(ms), addrs(ms), Codec{}, 5000, 0)
+	checkSockets(t, ms, "unix")
+
+	r := ms[0].ring
+	r.mu.Lock()
+	name := r.localName
+	r.mu.Unlock()
+	conn, err := grpc.NewClient("unix-abstract:"+strings.TrimPrefix(name, "@"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := ringpb.NewRingClient(conn).Pipe(ctx)
+	if err == nil {
+		s.CloseSend()
+		_, err = s.Recv()
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("plaintext client of the Unix socket: %v, want Unavailable", err)
+	}
+}
+
+// testTLS returns a server's TLS for 127.0.0.1 and a client's that trusts it.
+func testTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ring test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS13},
+		&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
 }
