@@ -27,6 +27,24 @@ import (
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
 
+// localName waits for r's Serve to open its Unix socket and returns the socket's name.
+func localName(t *testing.T, r *Ring) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		name := r.localName
+		r.mu.Unlock()
+		if name != "" {
+			return name
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Serve opened no Unix socket within 10 s")
+		}
+		time.Sleep(time.Millisecond) // Serve runs on a goroutine of startRings
+	}
+}
+
 func needUnix(t *testing.T) {
 	if hostIdentity() == "" {
 		t.Skip("no abstract Unix sockets on this system")
@@ -137,13 +155,7 @@ func TestLocalSocketAuthorized(t *testing.T) {
 		c.Metadata = func(string) metadata.MD { return metadata.Pairs("x-key", "k") }
 	})
 	r := ms[0].ring
-	var name string
-	for name == "" { // Serve sets it as it starts
-		r.mu.Lock()
-		name = r.localName
-		r.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
+	name := localName(t, r)
 	for _, tc := range []struct {
 		target string
 		md     metadata.MD
@@ -195,10 +207,7 @@ func TestSameHostTLS(t *testing.T) {
 	checkReduce(t, rand.New(rand.NewPCG(3, 4)), rings(ms), addrs(ms), Codec{}, 5000, 0)
 	checkSockets(t, ms, "unix")
 
-	r := ms[0].ring
-	r.mu.Lock()
-	name := r.localName
-	r.mu.Unlock()
+	name := localName(t, ms[0].ring)
 	conn, err := grpc.NewClient("unix-abstract:"+strings.TrimPrefix(name, "@"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
