@@ -230,21 +230,28 @@ func (t *wireTransport) Open(ctx context.Context, addr string) (Stream, error) {
 	return t.open(ctx, addr, md, "")
 }
 
+// dialLocal connects to a neighbour's Unix socket with the send buffer a piece needs in
+// flight; the kernel may grant less (listenLocal checked that it does not).
+func dialLocal(ctx context.Context, name string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", name)
+	if err != nil {
+		return nil, err
+	}
+	uc := c.(*net.UnixConn)
+	if err := uc.SetWriteBuffer(localBuf); err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("send buffer: %w", err)
+	}
+	return uc, nil
+}
+
 // open opens a stream to addr over TCP, or over the Unix socket local if not "".
 func (t *wireTransport) open(ctx context.Context, addr string, md metadata.MD, local string) (Stream, error) {
 	cfg, socket := t.cfg, "tcp"
 	if local != "" {
 		socket = "unix"
-		cfg.Dial = func(ctx context.Context, _ string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "unix", local)
-			if err != nil {
-				return nil, err
-			}
-			// What a piece needs in flight; the kernel may grant less (listenLocal checked).
-			c.(*net.UnixConn).SetWriteBuffer(localBuf)
-			return c, nil
-		}
+		cfg.Dial = func(ctx context.Context, _ string) (net.Conn, error) { return dialLocal(ctx, local) }
 	}
 	s, err := grpcwire.Open(ctx, addr, ringpb.Ring_Pipe_FullMethodName, md, cfg)
 	if err != nil {

@@ -27,22 +27,18 @@ import (
 	"github.com/ncsn/ncsn/proto/ringpb"
 )
 
-// localName waits for r's Serve to open its Unix socket and returns the socket's name.
+// localName waits for r's Serve (on a goroutine of startRings) to open its Unix socket
+// and returns the socket's name.
 func localName(t *testing.T, r *Ring) string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var name string
+	waitFor(t, "Serve's Unix socket", func() bool {
 		r.mu.Lock()
-		name := r.localName
-		r.mu.Unlock()
-		if name != "" {
-			return name
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Serve opened no Unix socket within 10 s")
-		}
-		time.Sleep(time.Millisecond) // Serve runs on a goroutine of startRings
-	}
+		defer r.mu.Unlock()
+		name = r.localName
+		return name != ""
+	})
+	return name
 }
 
 func needUnix(t *testing.T) {

@@ -495,21 +495,30 @@ func TestAbort(t *testing.T) {
 	}
 }
 
+// waitFor polls cond, which another goroutine makes true without an event to wait on,
+// and fails the test if it does not hold within 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10 s", what)
+		}
+	}
+}
+
 // waitActive waits until r has an active operation of the epoch.
 func waitActive(t *testing.T, r *Ring, epoch uint64) {
 	t.Helper()
-	for range 2000 {
+	waitFor(t, fmt.Sprintf("an operation of epoch %d active", epoch), func() bool {
 		r.mu.Lock()
+		defer r.mu.Unlock()
 		for k, st := range r.ops {
 			if k.epoch == epoch && st.active {
-				r.mu.Unlock()
-				return
+				return true
 			}
 		}
-		r.mu.Unlock()
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("operation never started")
+		return false
+	})
 }
 
 // sink is a ring service that takes every piece and does nothing.
